@@ -1,0 +1,280 @@
+"""``medsyft domain ...``: what hospital IT and the data owner type.
+
+Handlers import their heavy modules (PySyft, MONAI) only when they run, so a
+mistyped option or a bad ``--shard`` fails in well under a second. Every
+command takes ``--data-dir`` (or ``MEDSYFT_DATA_DIR``): the directory is the
+datasite's identity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from domains.datadir import DataDir
+from domains.errors import MedsyftDomainError
+
+
+def _data_dir(args: argparse.Namespace) -> DataDir:
+    if not args.data_dir:
+        raise MedsyftDomainError("no data directory given; pass --data-dir DIR or set MEDSYFT_DATA_DIR")
+    return DataDir(args.data_dir)
+
+
+def _show(frame: pd.DataFrame, empty: str) -> None:
+    if frame.empty:
+        print(empty)
+    else:
+        with pd.option_context("display.max_colwidth", 60, "display.width", 200):
+            print(frame.to_string(index=False))
+
+
+# -- deploy / stop / status ----------------------------------------------------
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from domains import lifecycle
+
+    data_dir = _data_dir(args)
+    result, proc = lifecycle.deploy(
+        data_dir, name=args.name, port=args.port, host=args.host, detach=args.detach
+    )
+    cfg = result.config
+    print(f"datasite '{cfg.name}' is up at {cfg.url} (pid {result.pid})")
+    if result.created:
+        creds = data_dir.read_credentials()
+        print(f"admin: {creds.email}; password in {result.credentials_file} (mode 0600)")
+    if args.detach:
+        print(f"log: {data_dir.file('datasite.log')}; stop with "
+              f"`medsyft domain stop --data-dir {data_dir.path}`")
+        return 0
+    print("running in the foreground; Ctrl-C stops it")
+    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait(timeout=20)
+        return 0
+    finally:
+        data_dir.file("datasite.pid").unlink(missing_ok=True)
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from domains import lifecycle
+
+    data_dir = _data_dir(args)
+    pid = lifecycle.stop(data_dir)
+    name = data_dir.read_config().name
+    print(f"datasite '{name}' stopped (pid {pid})" if pid else f"datasite '{name}' was not running")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from domains.status import status
+
+    report = status(_data_dir(args))
+    state = f"running (pid {report.pid})" if report.pid else "running"
+    print(f"datasite: {report.name}  {report.url}  "
+          f"{state if report.reachable else 'NOT REACHABLE'}")
+    if not report.reachable:
+        _show(report.datasets, "no datasets published yet")
+        print(f"start it with `medsyft domain deploy --data-dir {_data_dir(args).path} --detach`")
+        return 3  # as `pg_ctl status` does for a server that is not running
+    print("\ndatasets:")
+    _show(report.datasets, "  (none; publish one with `medsyft domain publish`)")
+    print("\nusers:")
+    _show(report.users, "  (none)")
+    print(f"\npending requests: {report.pending_requests}")
+    return 0
+
+
+# -- publish ---------------------------------------------------------------------
+def cmd_publish(args: argparse.Namespace) -> int:
+    from domains.publish import PublishRequest, publish
+
+    req = PublishRequest(
+        source=Path(args.source) if args.source else None, fmt=args.format, split=args.split,
+        shard=args.shard, partition=args.partition, seed=args.seed, name=args.name,
+        image_size=args.image_size, channels=args.channels,
+        label_names=args.label_names.split(",") if args.label_names else None,
+        synthetic_count=args.count,
+    )
+    result = publish(_data_dir(args), req)
+    meta = result.metadata
+    counts = ", ".join(f"{k}: {v}" for k, v in meta["class_counts"].items())
+    kind = "SYNTHETIC " if meta.get("synthetic") else ""
+    print(f"published {kind}dataset '{result.name}': {meta['n']} images "
+          f"{meta['channels']}x{meta['image_size'][0]}x{meta['image_size'][1]} ({counts})")
+    return 0
+
+
+# -- accounts ----------------------------------------------------------------------
+def cmd_add_scientist(args: argparse.Namespace) -> int:
+    from domains.accounts import add_scientist, read_password_file
+
+    password = read_password_file(Path(args.password_file)) if args.password_file else None
+    chosen = add_scientist(_data_dir(args), email=args.email, name=args.full_name, password=password)
+    print(f"created data scientist {args.email}")
+    if password is None:
+        print(f"password (shown once, give it to them securely): {chosen}")
+    return 0
+
+
+# -- requests --------------------------------------------------------------------
+def cmd_requests(args: argparse.Namespace) -> int:
+    from domains.requests import RequestBook
+
+    _show(RequestBook(_data_dir(args)).table(), "no code requests")
+    return 0
+
+
+def format_review(report: Any) -> str:
+    lines = [
+        f"request {report.request_id}  [{report.status}]",
+        f"from {report.requester}: function `{report.function}`",
+        f"executions allowed: {report.executions_allowed or 'unlimited'}; "
+        f"used: {report.executions_used}",
+        "", "inputs:",
+    ]
+    for spec in report.inputs:
+        note = {"asset": "private data, fixed at approval",
+                "constant": "fixed at approval",
+                "scientist-owned": "the scientist may pass a new value at EVERY call"}[spec.kind]
+        lines.append(f"  {spec.name:<14} {spec.kind:<16} {spec.value}  ({note})")
+    lines += ["", "code:", textwrap.indent(report.code.rstrip(), "  | "), "", "review flags:"]
+    if not report.flags:
+        lines.append("  none (the automated aid found nothing; read the code anyway)")
+    for flag in report.flags:
+        lines.append(f"  [{flag.severity.upper():<6}] line {flag.line}: {flag.message}")
+    lines.append("\nflags inform; you decide: `medsyft domain approve ID` or "
+                 "`medsyft domain deny ID --reason TEXT`")
+    return "\n".join(lines)
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from domains.requests import RequestBook
+
+    print(format_review(RequestBook(_data_dir(args)).review(args.id)))
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    from domains.requests import RequestBook
+
+    report = RequestBook(_data_dir(args)).approve(args.id)
+    print(f"approved request {report.request_id} (`{report.function}` from {report.requester})")
+    return 0
+
+
+def cmd_deny(args: argparse.Namespace) -> int:
+    from domains.requests import RequestBook
+
+    if not args.reason.strip():
+        raise MedsyftDomainError("--reason must not be empty; tell the scientist why")
+    report = RequestBook(_data_dir(args)).deny(args.id, reason=args.reason)
+    print(f"denied request {report.request_id} (`{report.function}` from {report.requester})")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from domains.datasite import Datasite
+
+    frame = Datasite(_data_dir(args).path).audit(sync=True)
+    if args.csv:
+        try:
+            frame.to_csv(args.csv, index=False)
+        except OSError as exc:
+            raise MedsyftDomainError(
+                f"cannot write {args.csv} ({exc.strerror}); choose another path"
+            ) from exc
+        print(f"wrote {len(frame)} audit entries to {args.csv}")
+    else:
+        _show(frame, "audit log is empty")
+    return 0
+
+
+# -- parser ------------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port must be a number, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 1-65535, got {value}")
+    return value
+
+
+def _add(sub: Any, name: str, handler: Any, help_text: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
+    parser.add_argument("--data-dir", default=os.environ.get("MEDSYFT_DATA_DIR"),
+                        help="the datasite's data directory (default: $MEDSYFT_DATA_DIR)")
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def register(subparsers: Any) -> None:
+    domain = subparsers.add_parser(
+        "domain", help="run a hospital datasite: deploy, publish, review requests",
+        description="Commands for hospital IT and data owners.",
+    )
+    sub = domain.add_subparsers(dest="domain_command", metavar="ACTION",
+                                parser_class=type(domain))
+    sub.required = True
+
+    p = _add(sub, "deploy", cmd_deploy, "start a PySyft datasite storing everything in --data-dir")
+    p.add_argument("--name", help="datasite name (required the first time)")
+    p.add_argument("--port", type=_port, required=True)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
+    p.add_argument("--detach", action="store_true", help="run in the background (pid+log in DIR)")
+
+    _add(sub, "stop", cmd_stop, "stop the datasite of --data-dir")
+    _add(sub, "status", cmd_status, "reachable or not, datasets, users, pending requests")
+
+    p = _add(sub, "publish", cmd_publish, "publish imaging data as a private dataset with a mock")
+    p.add_argument("--source", help="npz file or folder; omit for the synthetic chest phantoms")
+    p.add_argument("--format", help="npz | folder | dicom (default: detected)")
+    p.add_argument("--split", default="train", help="npz split (default: train)")
+    p.add_argument("--shard", help="I/N: publish hospital I's part of N")
+    p.add_argument("--partition", default="iid", help="iid | dirichlet:ALPHA (with --shard)")
+    p.add_argument("--seed", type=int, default=0, help="partition and phantom seed (default 0)")
+    p.add_argument("--name", help="dataset name (default: from the source)")
+    p.add_argument("--image-size", type=_positive_int, help="resize to SIZE x SIZE")
+    p.add_argument("--channels", type=int, choices=(1, 3), help="1 (grey) or 3 (RGB)")
+    p.add_argument("--label-names", help="comma-separated label schema, e.g. normal,pneumonia")
+    p.add_argument("--count", type=_positive_int, default=3000,
+                   help="synthetic images to generate without --source (default 3000)")
+
+    p = _add(sub, "add-scientist", cmd_add_scientist, "create a data-scientist account")
+    p.add_argument("--email", required=True)
+    p.add_argument("--full-name", help="display name")
+    p.add_argument("--password-file", help="read the password from this file's first line")
+
+    _add(sub, "requests", cmd_requests, "table of code requests")
+    for name, handler, text in (
+        ("review", cmd_review, "show a request's code, inputs, limit and review flags"),
+        ("approve", cmd_approve, "approve a code request"),
+        ("deny", cmd_deny, "deny a code request"),
+    ):
+        p = _add(sub, name, handler, text)
+        p.add_argument("id", help="request id or a unique prefix of it")
+        if name == "deny":
+            p.add_argument("--reason", required=True, help="shown to the scientist")
+
+    p = _add(sub, "audit", cmd_audit, "the append-only audit log as a table")
+    p.add_argument("--csv", help="also export it to this CSV file")
+

@@ -1,0 +1,91 @@
+"""The data owner's Python API: one object per datasite, addressed by its data directory.
+
+Everything the ``medsyft domain`` commands do is a method here, so a data owner
+can work from a notebook::
+
+    >>> from domains import Datasite
+    >>> site = Datasite("/srv/st-mary")          # doctest: +SKIP
+    >>> site.requests()                           # doctest: +SKIP
+    >>> site.approve("3fa2")                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from domains import lifecycle
+from domains.accounts import add_scientist
+from domains.audit import AuditLog
+from domains.datadir import AUDIT_FILE, DataDir, DatasiteConfig
+from domains.publish import PublishRequest, PublishResult, publish
+from domains.requests import RequestBook, ReviewReport
+from domains.status import StatusReport, status
+
+
+class Datasite:
+    """A hospital's datasite as its data owner sees it."""
+
+    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+        self.data_dir = DataDir(data_dir)
+
+    @classmethod
+    def deploy(
+        cls,
+        data_dir: str | os.PathLike[str],
+        *,
+        name: str | None,
+        port: int,
+        host: str = "127.0.0.1",
+        timeout: float = lifecycle.START_TIMEOUT_S,
+    ) -> Datasite:
+        """Start the datasite in the background and return once it answers."""
+        site = cls(data_dir)
+        lifecycle.deploy(site.data_dir, name=name, port=port, host=host, detach=True,
+                         timeout=timeout)
+        return site
+
+    @property
+    def config(self) -> DatasiteConfig:
+        return self.data_dir.read_config()
+
+    @property
+    def url(self) -> str:
+        return self.config.url
+
+    def stop(self) -> int | None:
+        return lifecycle.stop(self.data_dir)
+
+    def status(self) -> StatusReport:
+        return status(self.data_dir)
+
+    def publish(self, source: str | os.PathLike[str] | None = None, **options: Any) -> PublishResult:
+        """Publish a dataset; *options* are :class:`domains.publish.PublishRequest` fields."""
+        src = Path(source) if source is not None else None
+        return publish(self.data_dir, PublishRequest(source=src, **options))
+
+    def add_scientist(self, email: str, *, password: str | None = None, name: str | None = None) -> str:
+        return add_scientist(self.data_dir, email=email, password=password, name=name)
+
+    def requests(self) -> pd.DataFrame:
+        return RequestBook(self.data_dir).table()
+
+    def review(self, request_id: str) -> ReviewReport:
+        return RequestBook(self.data_dir).review(request_id)
+
+    def approve(self, request_id: str) -> ReviewReport:
+        return RequestBook(self.data_dir).approve(request_id)
+
+    def deny(self, request_id: str, *, reason: str) -> ReviewReport:
+        return RequestBook(self.data_dir).deny(request_id, reason=reason)
+
+    def audit(self, *, sync: bool = True) -> pd.DataFrame:
+        """The audit log as a table; *sync* first copies in executions the datasite recorded."""
+        log = AuditLog(self.data_dir.file(AUDIT_FILE))
+        if sync and lifecycle.metadata(self.url) is not None:
+            RequestBook(self.data_dir).sync_executions()
+        log.verify()
+        return log.to_frame()

@@ -1,0 +1,43 @@
+"""Exceptions a data owner or hospital IT can cause, each with a message that says how to fix it.
+
+The CLI prints ``str(exc)`` as one line and exits with status 2 for every
+:class:`MedsyftDomainError`; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class MedsyftDomainError(Exception):
+    """Base class: an expected failure caused by input or by the environment."""
+
+
+class DataDirError(MedsyftDomainError, OSError):
+    """Raised when the data directory is missing, not writable or not a datasite's."""
+
+
+class DeployError(MedsyftDomainError, RuntimeError):
+    """Raised when a datasite cannot be started (port in use, already running, crashed)."""
+
+
+class DatasiteNotRunning(MedsyftDomainError, ConnectionError):
+    """Raised when a command needs the datasite and it does not answer."""
+
+
+class PublishError(MedsyftDomainError, ValueError):
+    """Raised when source data cannot be published; the message names the file and the problem."""
+
+
+class ShardSpecError(PublishError):
+    """Raised for a ``--shard`` or ``--partition`` value that does not describe a partition."""
+
+
+class RequestNotFound(MedsyftDomainError, LookupError):
+    """Raised when a request id (or unique prefix) matches no request, or more than one."""
+
+
+class AccountError(MedsyftDomainError, ValueError):
+    """Raised when a user account cannot be created (bad email, duplicate, bad password file)."""
+
+
+class AuditLogError(MedsyftDomainError, RuntimeError):
+    """Raised when the audit log's hash chain does not verify (it was edited or truncated)."""

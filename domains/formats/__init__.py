@@ -1,0 +1,30 @@
+"""Source formats a hospital can publish from, all loaded into one :class:`ImageSet`.
+
+Start at :func:`load_source`: it detects the format (``npz``, ``folder``, ``dicom``),
+validates every image and label, and returns the set only when all of it is publishable.
+"""
+
+from domains.formats.harmonize import harmonize, harmonize_batch
+from domains.formats.imageset import ImageSet, publish_error
+from domains.formats.medmnist_info import MEDMNIST_2D, MedMNISTInfo
+from domains.formats.registry import (
+    FORMATS,
+    Loader,
+    detect_format,
+    load_source,
+    register_format,
+)
+
+__all__ = [
+    "FORMATS",
+    "MEDMNIST_2D",
+    "ImageSet",
+    "Loader",
+    "MedMNISTInfo",
+    "detect_format",
+    "harmonize",
+    "harmonize_batch",
+    "load_source",
+    "publish_error",
+    "register_format",
+]

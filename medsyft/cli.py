@@ -1,0 +1,56 @@
+"""``medsyft``: the single command-line entry point.
+
+Each room registers its own subcommands (``domains.cli`` adds ``domain``); this
+module only assembles them, so ``domains`` never needs to import ``orchestrator``.
+An expected failure prints one line, ``medsyft: error: ...``, and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+EXIT_USAGE = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line naming the problem and where to get help."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from domains.cli import register as register_domain
+    from medsyft.demo import register as register_demo
+
+    parser = OneLineParser(
+        prog="medsyft",
+        description="Federated learning across hospital PySyft datasites.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    sub.required = True
+    register_domain(sub)
+    register_demo(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from domains.errors import MedsyftDomainError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except MedsyftDomainError as exc:
+        print(f"medsyft: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("medsyft: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
