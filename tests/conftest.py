@@ -1,68 +1,17 @@
-"""Shared fixtures: real datasite processes on 127.0.0.1 free ports, and CLI runners.
+"""Fixtures: real datasite processes on 127.0.0.1 free ports.
 
-Nothing here is mocked: a ``datasite`` is a ``python -m domains.server`` process
-started through ``medsyft``'s own deploy path, with its own data directory.
+Nothing here is mocked: a ``site`` is a ``python -m domains.server`` process started
+through medsyft's own deploy path, with its own data directory. Plain helpers live in
+``tests/support.py``.
 """
 
 from __future__ import annotations
 
-import io
-import os
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
-from contextlib import redirect_stderr, redirect_stdout
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
-PNEUMONIA_NPZ = REPO.parent / "shared" / "data" / "pneumoniamnist.npz"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class CliResult:
-    code: int
-    out: str
-    err: str
-
-
-def run_cli(*args: str) -> CliResult:
-    """Run ``medsyft ARGS`` in this process (same code path as the console script)."""
-    from medsyft.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as exc:  # argparse usage errors
-            code = int(exc.code or 0)
-    return CliResult(code, out.getvalue(), err.getvalue())
-
-
-def run_cli_subprocess(*args: str, timeout: float = 300) -> CliResult:
-    """Run the installed ``medsyft`` console script as a user would."""
-    exe = Path(sys.executable).parent / "medsyft"
-    proc = subprocess.run(
-        [str(exe), *args], capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )
-    return CliResult(proc.returncode, proc.stdout, proc.stderr)
-
-
-def deploy_site(data_dir: Path, name: str) -> Any:
-    from domains import Datasite
-
-    return Datasite.deploy(data_dir, name=name, port=free_port())
+from support import Scientist, deploy_site, login
 
 
 @pytest.fixture(scope="session")
@@ -73,110 +22,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     site.stop()
 
 
-@dataclass
-class Scientist:
-    email: str
-    password: str
-    client: Any
-
-
-def login(url: str, email: str, password: str) -> Any:
-    from domains.connection import quiet
-
-    with quiet():
-        import syft as sy
-
-        return sy.login(url=url, email=email, password=password)
-
-
 @pytest.fixture(scope="session")
 def scientist(site: Any) -> Scientist:
     email = "ana@uni.example"
     password = site.add_scientist(email)
     return Scientist(email, password, login(site.url, email, password))
-
-
-# -- source data builders (tiny, written on the fly) ---------------------------------
-def write_png_folder(root: Path, sizes: dict[str, list[tuple[int, int]]], *, mode: str = "L") -> Path:
-    """``root/<class>/<i>.png`` with one random image per size listed under each class."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for cls, shapes in sizes.items():
-        (root / cls).mkdir(parents=True, exist_ok=True)
-        for i, (h, w) in enumerate(shapes):
-            channels = (h, w, 3) if mode == "RGB" else (h, w)
-            pixels = rng.integers(0, 256, channels, dtype=np.uint8)
-            Image.fromarray(pixels, mode=mode).save(root / cls / f"{i}.png")
-    return root
-
-
-def write_dicom(path: Path, pixels: Any, *, modality: str = "CR") -> Path:
-    """A minimal valid uncompressed DICOM file holding *pixels* (uint16 2D)."""
-    import numpy as np
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientID = modality, "anon"
-    arr = np.asarray(pixels, dtype=np.uint16)
-    ds.Rows, ds.Columns = arr.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = arr.tobytes()
-    ds.save_as(str(path), enforce_file_format=True)
-    return path
-
-
-def write_dicom_folder(root: Path, labels: list[str], *, size: int = 32) -> Path:
-    """``root/img<i>.dcm`` plus ``labels.csv`` (file,label)."""
-    import numpy as np
-
-    root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(1)
-    rows = ["file,label"]
-    for i, label in enumerate(labels):
-        write_dicom(root / f"img{i}.dcm", rng.integers(0, 4096, (size, size)))
-        rows.append(f"img{i}.dcm,{label}")
-    (root / "labels.csv").write_text("\n".join(rows) + "\n")
-    return root
-
-
-def write_medmnist_npz(path: Path, n: int = 40, *, size: int = 28, multi_label: int = 0) -> Path:
-    """A MedMNIST-style npz (train/val/test) with random images; multi-label if K > 0."""
-    import numpy as np
-
-    rng = np.random.default_rng(2)
-    arrays = {}
-    for split in ("train", "val", "test"):
-        arrays[f"{split}_images"] = rng.integers(0, 256, (n, size, size), dtype=np.uint8)
-        if multi_label:
-            arrays[f"{split}_labels"] = rng.integers(0, 2, (n, multi_label), dtype=np.uint8)
-        else:
-            arrays[f"{split}_labels"] = rng.integers(0, 2, (n, 1), dtype=np.uint8)
-    np.savez(path, **arrays)
-    return path
-
-
-def submit_code(client: Any, source: str, *, dataset: str, function: str, tmp: Path) -> Any:
-    """Play the scientist: write *source* to a module (PySyft reads the function's source
-    file), bind ``asset`` to *dataset*'s images, and request execution of *function*."""
-    import importlib.util
-
-    from domains.connection import quiet
-
-    path = tmp / f"scientist_{function}.py"
-    path.write_text("import syft as sy\n" + source)
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    with quiet():
-        module.asset = client.datasets[dataset].assets["images"]  # type: ignore[attr-defined]
-        spec.loader.exec_module(module)
-        return client.code.request_code_execution(getattr(module, function))

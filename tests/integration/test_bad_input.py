@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import (
+from support import (
     CliResult,
     free_port,
     run_cli,

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import deploy_site, free_port, login, run_cli, submit_code
+from support import deploy_site, free_port, login, run_cli, submit_code
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,188 @@
+"""Helpers shared by all tests: free ports, CLI runners, real datasites, tiny source files.
+
+Not a conftest: test modules import these by name (``from support import ...``), and
+``pyproject.toml`` puts ``tests/`` on pytest's ``pythonpath`` so that works from any folder.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+PNEUMONIA_NPZ = REPO.parent / "shared" / "data" / "pneumoniamnist.npz"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(*args: str) -> CliResult:
+    """Run ``medsyft ARGS`` in this process (same code path as the console script)."""
+    from medsyft.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse usage errors
+            code = int(exc.code or 0)
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def run_cli_subprocess(*args: str, timeout: float = 300) -> CliResult:
+    """Run the installed ``medsyft`` console script as a user would."""
+    exe = Path(sys.executable).parent / "medsyft"
+    proc = subprocess.run(
+        [str(exe), *args], capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def deploy_site(data_dir: Path, name: str) -> Any:
+    from domains import Datasite
+
+    return Datasite.deploy(data_dir, name=name, port=free_port())
+
+
+@dataclass
+class Scientist:
+    email: str
+    password: str
+    client: Any
+
+
+def login(url: str, email: str, password: str) -> Any:
+    from domains.connection import quiet
+
+    with quiet():
+        import syft as sy
+
+        return sy.login(url=url, email=email, password=password)
+
+
+# -- source data builders (tiny, written on the fly) ---------------------------------
+def write_png_folder(root: Path, sizes: dict[str, list[tuple[int, int]]], *, mode: str = "L") -> Path:
+    """``root/<class>/<i>.png`` with one random image per size listed under each class."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls, shapes in sizes.items():
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i, (h, w) in enumerate(shapes):
+            channels = (h, w, 3) if mode == "RGB" else (h, w)
+            pixels = rng.integers(0, 256, channels, dtype=np.uint8)
+            Image.fromarray(pixels, mode=mode).save(root / cls / f"{i}.png")
+    return root
+
+
+def save_image(path: Path, array: np.ndarray, mode: str | None = None, **save: Any) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array, mode=mode).save(path, **save)
+    return path
+
+
+def write_dicom(
+    path: Path,
+    pixels: np.ndarray,
+    *,
+    modality: str = "CR",
+    photometric: str = "MONOCHROME2",
+    **attrs: Any,
+) -> Path:
+    """Write an uncompressed Explicit VR Little Endian DICOM with ``pixels`` (uint8/uint16)."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = modality
+    colour = pixels.ndim == 3 and pixels.shape[-1] == 3
+    ds.SamplesPerPixel = 3 if colour else 1
+    ds.PhotometricInterpretation = "RGB" if colour else photometric
+    if colour:
+        ds.PlanarConfiguration = 0
+    frames = pixels.ndim == 3 and not colour
+    if frames:
+        ds.NumberOfFrames = pixels.shape[0]
+    ds.Rows, ds.Columns = pixels.shape[-3:-1] if colour else pixels.shape[-2:]
+    bits = pixels.dtype.itemsize * 8
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits, bits, bits - 1
+    ds.PixelRepresentation = 0
+    for key, value in attrs.items():
+        setattr(ds, key, value)
+    ds.PixelData = np.ascontiguousarray(pixels).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+
+def write_dicom_folder(root: Path, labels: list[str], *, size: int = 32) -> Path:
+    """``root/img<i>.dcm`` plus ``labels.csv`` (file,label)."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    rows = ["file,label"]
+    for i, label in enumerate(labels):
+        write_dicom(root / f"img{i}.dcm", rng.integers(0, 4096, (size, size)).astype(np.uint16))
+        rows.append(f"img{i}.dcm,{label}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def write_medmnist_npz(path: Path, n: int = 40, *, size: int = 28, multi_label: int = 0) -> Path:
+    """A MedMNIST-style npz (train/val/test) with random images; multi-label if K > 0."""
+    rng = np.random.default_rng(2)
+    arrays = {}
+    for split in ("train", "val", "test"):
+        arrays[f"{split}_images"] = rng.integers(0, 256, (n, size, size), dtype=np.uint8)
+        if multi_label:
+            arrays[f"{split}_labels"] = rng.integers(0, 2, (n, multi_label), dtype=np.uint8)
+        else:
+            arrays[f"{split}_labels"] = rng.integers(0, 2, (n, 1), dtype=np.uint8)
+    np.savez(path, **arrays)
+    return path
+
+
+def submit_code(client: Any, source: str, *, dataset: str, function: str, tmp: Path) -> Any:
+    """Play the scientist: write *source* to a module (PySyft reads the function's source
+    file), bind ``asset`` to *dataset*'s images, and request execution of *function*."""
+    import importlib.util
+
+    from domains.connection import quiet
+
+    path = tmp / f"scientist_{function}.py"
+    path.write_text("import syft as sy\n" + source)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    with quiet():
+        module.asset = client.datasets[dataset].assets["images"]  # type: ignore[attr-defined]
+        spec.loader.exec_module(module)
+        return client.code.request_code_execution(getattr(module, function))
