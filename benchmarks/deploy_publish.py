@@ -52,6 +52,9 @@ def main() -> None:
         site = Datasite.deploy(Path(tmp) / "bench", name="bench", port=port)
         rows.append(("deploy (cold, until the datasite answers)", time.perf_counter() - t))
         try:
+            t = time.perf_counter()
+            import monai.transforms  # noqa: F401 - first use pays the torch/MONAI import
+            rows.append(("import torch + MONAI (once per process)", time.perf_counter() - t))
             req = PublishRequest(source=Path(args.source), split="train")
             t = time.perf_counter()
             _, images, _ = prepare(req)

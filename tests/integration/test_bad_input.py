@@ -7,16 +7,15 @@ other dataset appeared.
 
 from __future__ import annotations
 
-import hashlib
 import socket
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from support import (
     CliResult,
     free_port,
+    owner_images,
     run_cli,
     run_cli_subprocess,
     write_dicom_folder,
@@ -24,18 +23,6 @@ from support import (
 )
 
 pytestmark = pytest.mark.slow
-
-
-def _datasets(site: Any) -> dict[str, str]:
-    """Dataset name -> sha256 of its private images, as the owner sees them."""
-    from domains.connection import admin_client, quiet
-
-    with quiet():
-        client = admin_client(site.data_dir)
-        return {
-            d.name: hashlib.sha256(np.asarray(d.assets["images"].data).tobytes()).hexdigest()
-            for d in client.datasets
-        }
 
 
 def _assert_one_line_error(result: CliResult, *needles: str) -> None:
@@ -50,7 +37,7 @@ def _assert_one_line_error(result: CliResult, *needles: str) -> None:
 @pytest.fixture(scope="module")
 def baseline(site: Any) -> dict[str, str]:
     site.publish(name="baseline", synthetic_count=30)
-    return _datasets(site)
+    return owner_images(site)
 
 
 def _bad_sources(tmp: Path) -> list[tuple[str, list[str], list[str]]]:
@@ -98,7 +85,7 @@ def test_bad_publish_inputs_are_refused_and_lose_nothing(
             _assert_one_line_error(result, *needles)
         except AssertionError as exc:
             raise AssertionError(f"case {case!r}: {exc}") from exc
-    after = _datasets(site)
+    after = owner_images(site)
     assert {k: after[k] for k in baseline} == baseline  # every earlier dataset intact
     assert set(after) == set(baseline)  # and nothing half published
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from support import deploy_site, free_port, login, run_cli, submit_code
+from support import deploy_site, free_port, login, owner_images, run_cli, submit_code
 
 pytestmark = pytest.mark.slow
 
@@ -24,14 +22,6 @@ def _submit(client: Any, dataset: str, fn_name: str, tmp: Path) -> Any:
     return submit_code(client, source, dataset=dataset, function=fn_name, tmp=tmp)
 
 
-def _private_digest(site: Any, dataset: str) -> str:
-    from domains.connection import admin_client, quiet
-
-    with quiet():
-        data = np.asarray(admin_client(site.data_dir).datasets[dataset].assets["images"].data)
-    return hashlib.sha256(data.tobytes()).hexdigest()
-
-
 def test_restart_keeps_datasets_users_requests_and_audit(tmp_path: Path) -> None:
     site = deploy_site(tmp_path / "st-luke", "st-luke")
     try:
@@ -42,7 +32,7 @@ def test_restart_keeps_datasets_users_requests_and_audit(tmp_path: Path) -> None
         denied = str(_submit(client, "xr", "count_b", tmp_path).id)
         site.approve(approved)
         site.deny(denied, reason="duplicate")
-        before = {"digest": _private_digest(site, "xr"), "requests": site.requests(),
+        before = {"digest": owner_images(site)["xr"], "requests": site.requests(),
                   "audit": site.audit()}
     finally:
         site.stop()
@@ -52,7 +42,7 @@ def test_restart_keeps_datasets_users_requests_and_audit(tmp_path: Path) -> None
                      "--port", str(free_port()), "--detach")
     assert result.code == 0, result.err
     try:
-        assert _private_digest(site, "xr") == before["digest"]
+        assert owner_images(site)["xr"] == before["digest"]
         client = login(site.url, "bo@uni.example", password)  # same user, same password
         statuses = dict(zip(site.requests()["id"], site.requests()["status"], strict=True))
         assert statuses == {approved: "approved", denied: "rejected"}

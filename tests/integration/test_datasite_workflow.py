@@ -18,12 +18,15 @@ from support import (
     PNEUMONIA_NPZ,
     Scientist,
     login,
+    owner_images,
     run_cli,
     submit_code,
     write_dicom_folder,
     write_medmnist_npz,
     write_png_folder,
 )
+
+from domains.connection import quiet
 
 pytestmark = pytest.mark.slow
 
@@ -90,28 +93,15 @@ def test_publish_pneumoniamnist_shard(site: Any) -> None:
 
 def test_scientist_sees_mock_but_not_private(site: Any, scientist: Scientist) -> None:
     site.publish(name="visible", synthetic_count=50)
-    with _quiet():
+    with quiet():
         dataset = scientist.client.datasets["visible"]
         images = dataset.assets["images"]
         mock = np.asarray(images.mock)
         private = images.data
     assert mock.shape == (50, 1, 28, 28) and mock.dtype == np.uint8
     assert private is None or "no access" in str(private).lower()
-    owner_view = _owner_asset(site, "visible")
+    owner_view = owner_images(site, "visible")
     assert not any(np.array_equal(m, p) for m in mock[:10] for p in owner_view)
-
-
-def _owner_asset(site: Any, name: str) -> np.ndarray:
-    from domains.connection import admin_client, quiet
-
-    with quiet():
-        return np.asarray(admin_client(site.data_dir).datasets[name].assets["images"].data)
-
-
-def _quiet() -> Any:
-    from domains.connection import quiet
-
-    return quiet()
 
 
 BENIGN = '''
@@ -144,10 +134,10 @@ def test_request_review_approve_run(site: Any, scientist: Scientist, tmp_path: P
     assert "executions allowed: 1" in review.out
     approve = run_cli("domain", "approve", rid[:8], "--data-dir", str(site.data_dir.path))
     assert approve.code == 0, approve.err
-    with _quiet():
+    with quiet():
         asset = scientist.client.datasets["trainset"].assets["images"]
         value = scientist.client.code.mean_intensity(images=asset).get()
-    assert value == pytest.approx(float(_owner_asset(site, "trainset").mean()))
+    assert value == pytest.approx(float(owner_images(site, "trainset").mean()))
     audit = site.audit()
     assert {"publish", "account-created", "approve", "execution"} <= set(audit["event"])
     executions = audit[audit["event"] == "execution"]
@@ -166,7 +156,7 @@ def test_review_flags_risky_code_and_deny_blocks(
     deny = run_cli("domain", "deny", rid, "--data-dir", str(site.data_dir.path),
                    "--reason", "sends images to the internet")
     assert deny.code == 0, deny.err
-    with _quiet():
+    with quiet():
         asset = scientist.client.datasets["denyset"].assets["images"]
         try:
             result = scientist.client.code.leak(images=asset)
