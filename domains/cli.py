@@ -53,15 +53,14 @@ def cmd_deploy(args: argparse.Namespace) -> int:
               f"`medsyft domain stop --data-dir {data_dir.path}`")
         return 0
     print("running in the foreground; Ctrl-C stops it")
-    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait(timeout=20)
-        return 0
-    finally:
-        data_dir.file("datasite.pid").unlink(missing_ok=True)
+    # Handle both signals ourselves: a process started in the background of a script
+    # inherits SIGINT as ignored, and Python then installs no KeyboardInterrupt handler.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: proc.terminate())
+    code = proc.wait()
+    lifecycle.record_stop(data_dir, proc.pid)
+    print(f"datasite '{cfg.name}' stopped")
+    return 0 if code in (0, -signal.SIGTERM) else code
 
 
 def cmd_stop(args: argparse.Namespace) -> int:

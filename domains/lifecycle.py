@@ -220,11 +220,16 @@ def stop(data_dir: DataDir, *, timeout: float = 20.0) -> int | None:
         time.sleep(0.1)
     if _alive(pid):
         os.kill(pid, signal.SIGKILL)
+    record_stop(data_dir, pid)
+    return pid
+
+
+def record_stop(data_dir: DataDir, pid: int) -> None:
+    """Forget the pid file and log the stop (after the process has exited)."""
     data_dir.file(PID_FILE).unlink(missing_ok=True)
     AuditLog(data_dir.file(AUDIT_FILE)).append(
         "stop", actor=local_actor(), subject=data_dir.read_config().name, pid=pid
     )
-    return pid
 
 
 def _alive(pid: int) -> bool:

@@ -8,6 +8,7 @@ An expected failure prints one line, ``medsyft: error: ...``, and exits 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -50,6 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("medsyft: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `medsyft domain status | head` closed our stdout early: not an error worth a trace.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

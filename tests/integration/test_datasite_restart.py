@@ -58,3 +58,38 @@ def test_restart_keeps_datasets_users_requests_and_audit(tmp_path: Path) -> None
     finally:
         site.stop()
 
+
+
+def test_foreground_deploy_stops_on_ctrl_c(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from domains.lifecycle import metadata, read_pid
+
+    data_dir = tmp_path / "fg"
+    port = free_port()
+    exe = Path(sys.executable).parent / "medsyft"
+    proc = subprocess.Popen(
+        [str(exe), "domain", "deploy", "--data-dir", str(data_dir), "--name", "fg",
+         "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while metadata(url) is None and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    assert metadata(url) is not None, proc.stdout.read() if proc.poll() is not None else "timeout"
+    from domains.datadir import DataDir
+
+    server_pid = read_pid(DataDir(data_dir))
+    assert server_pid is not None
+    os.kill(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=30) == 0
+    assert metadata(url) is None and read_pid(DataDir(data_dir)) is None
+    assert not (data_dir / "datasite.pid").exists()
+    with pytest.raises(ProcessLookupError):
+        os.kill(server_pid, 0)
+    assert "stop" in (data_dir / "audit.jsonl").read_text()
