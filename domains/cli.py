@@ -137,7 +137,7 @@ def format_review(report: Any) -> str:
         f"request {report.request_id}  [{report.status}]",
         f"from {report.requester}: function `{report.function}`",
         f"executions allowed: {report.executions_allowed or 'unlimited'}; "
-        f"used: {report.executions_used}",
+        f"used: {report.executions_used}  (PySyft 0.9.5 does not enforce this limit itself)",
         "", "inputs:",
     ]
     for spec in report.inputs:

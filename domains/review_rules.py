@@ -5,11 +5,8 @@ These rules look for anything else it could do on the hospital's server: reach
 the network, start programs, write or delete files, run code assembled at run
 time, or load code and native libraries. Each finding is a :class:`Flag`.
 
-Names are resolved through the code's own imports, so ``import requests as r;
-r.post(...)`` is reported as ``requests.post``, and ``from os import system`` as
-``os.system``. ``getattr(os, "system")`` and ``__import__("os").system`` resolve
-the same way. A bare name that the code assigns itself (a list called
-``requests``) is not mistaken for the module.
+Names are resolved through the code's own imports (``np.save`` is
+``numpy.save``); :mod:`domains.review_names` says how.
 
 The rules read the code, they do not run it; see :mod:`domains.review` for what
 that means for the data owner.
@@ -21,6 +18,8 @@ import ast
 import builtins
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+from domains.review_names import SourceContext, literal_str, snippet
 
 SEVERITIES = ("high", "medium", "info")
 
@@ -98,8 +97,6 @@ _WRITE_METHODS_WITH_ARGS = frozenset({"to_csv", "to_parquet", "to_pickle", "to_e
                                       "save_pretrained"})
 # ``str.replace`` and ``DataFrame.rename`` are everywhere, so only on paths.
 _PATH_METHODS = frozenset({"rename", "replace"})
-_PATH_CONSTRUCTORS = frozenset({"pathlib.Path", "pathlib.PurePath", "pathlib.PosixPath",
-                                "pathlib.WindowsPath", "Path"})
 # file openers -> (position of the mode argument, its keyword).
 _OPENERS = {"open": (1, "mode"), "io.open": (1, "mode"), "codecs.open": (1, "mode"),
             "gzip.open": (1, "mode"), "bz2.open": (1, "mode"), "lzma.open": (1, "mode"),
@@ -113,7 +110,6 @@ _ESCAPE_ATTRS = frozenset({"__globals__", "__code__", "__subclasses__", "__built
 _INTERNALS = "can reach any function or variable of the datasite process"
 _PATCHING = "changes how library code behaves for the rest of the run"
 _REWRITES = "rewrites the program's own variables"
-_NAMESPACE_CALLS = frozenset({"globals", "locals", "vars"})
 _DICT_MUTATORS = frozenset({"update", "setdefault", "pop", "popitem", "clear", "__setitem__",
                             "__delitem__"})
 _URL_PREFIXES = ("http://", "https://", "ftp://", "sftp://", "ws://", "wss://", "s3://", "gs://")
@@ -133,111 +129,6 @@ def _rule_for(name: str) -> str | None:
     return None
 
 
-def import_aliases(tree: ast.AST) -> dict[str, str]:
-    """Map each name bound by an import anywhere in ``tree`` to the dotted name it stands for."""
-    aliases: dict[str, str] = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                root = alias.name.split(".")[0]
-                aliases[alias.asname or root] = alias.name if alias.asname else root
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            for alias in node.names:
-                if alias.name != "*":
-                    full = f"{base}.{alias.name}" if base else alias.name
-                    aliases[alias.asname or alias.name] = full
-    return aliases
-
-
-def _literal_str(node: ast.expr | None) -> str | None:
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return node.value
-    return None
-
-
-def qualname(node: ast.AST, aliases: dict[str, str]) -> str | None:
-    """Dotted name an expression refers to (``np.save`` -> ``numpy.save``), or None.
-
-    ``getattr(x, "a")`` counts as ``x.a`` and ``__import__("m")`` as ``m``,
-    because both are common ways to hide a name from a casual reader.
-    """
-    name: str | None = None
-    if isinstance(node, ast.Name):
-        name = aliases.get(node.id, node.id)
-    elif isinstance(node, ast.Attribute):
-        base = qualname(node.value, aliases)
-        name = f"{base}.{node.attr}" if base else None
-    elif isinstance(node, ast.Call) and node.args:
-        func = qualname(node.func, aliases)
-        if func == "getattr" and len(node.args) >= 2 and _literal_str(node.args[1]):
-            base = qualname(node.args[0], aliases)
-            name = f"{base}.{_literal_str(node.args[1])}" if base else None
-        elif func in ("__import__", "importlib.import_module"):
-            name = _literal_str(node.args[0])
-    if name and name.startswith("builtins."):
-        return name[len("builtins."):]
-    return name
-
-
-class _Context:
-    """Facts about the whole source that single-node checks need."""
-
-    def __init__(self, tree: ast.AST) -> None:
-        self.aliases = import_aliases(tree)
-        self.parents: dict[ast.AST, ast.AST] = {}
-        assigned: set[str] = set()
-        self.namespaces: set[str] = set()  # names bound to globals()/locals()/vars()
-        self.paths: set[str] = set()  # names bound to pathlib paths
-        for node in ast.walk(tree):
-            for child in ast.iter_child_nodes(node):
-                self.parents[child] = node
-            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-                assigned.add(node.id)
-            elif isinstance(node, ast.arg):
-                assigned.add(node.arg)
-            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                assigned.add(node.name)  # a helper called `urlopen` is the code's own
-            elif isinstance(node, ast.Assign) and len(node.targets) == 1:
-                self._note_binding(node.targets[0], node.value)
-        self.locals = assigned - set(self.aliases)
-
-    def _note_binding(self, target: ast.expr, value: ast.expr) -> None:
-        if not isinstance(target, ast.Name):
-            return
-        if self.is_namespace(value):
-            self.namespaces.add(target.id)
-        if self.is_path(value):
-            self.paths.add(target.id)
-
-    def qual(self, node: ast.AST) -> str | None:
-        return qualname(node, self.aliases)
-
-    def is_namespace(self, node: ast.expr) -> bool:
-        if isinstance(node, ast.Name):
-            return node.id in self.namespaces
-        return isinstance(node, ast.Call) and self.qual(node.func) in _NAMESPACE_CALLS
-
-    def is_path(self, node: ast.expr) -> bool:
-        if isinstance(node, ast.Name):
-            return node.id in self.paths
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
-            return self.is_path(node.left)
-        if isinstance(node, ast.Call):
-            func = node.func
-            if isinstance(func, ast.Attribute) and self.is_path(func.value):
-                return True  # p.with_suffix(...), p.resolve(), ...
-            qual = self.qual(func) or ""
-            return qual in _PATH_CONSTRUCTORS or qual.rsplit(".", 1)[0] in _PATH_CONSTRUCTORS
-        return False
-
-    def is_module(self, node: ast.expr) -> bool:
-        root = node
-        while isinstance(root, ast.Attribute):
-            root = root.value
-        return isinstance(root, ast.Name) and root.id in self.aliases
-
-
 def _flag(
     rule: str, node: ast.AST, what: str, severity: str | None = None, meaning: str | None = None
 ) -> Flag:
@@ -247,22 +138,16 @@ def _flag(
     return Flag(rule, severity or default, line, f"{what} ({meaning or rule_meaning}) at line {line}")
 
 
-def snippet(node: ast.AST, limit: int = 60) -> str:
-    """Source text of ``node`` for a message, shortened so the message stays one line."""
-    text = ast.unparse(node)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def capability_flags(tree: ast.AST) -> list[Flag]:
     """All capability findings in ``tree``, in walk order (the caller sorts them)."""
-    ctx = _Context(tree)
+    ctx = SourceContext(tree)
     flags: list[Flag] = []
     for node in ast.walk(tree):
         flags.extend(_check_node(node, ctx))
     return flags
 
 
-def _check_node(node: ast.AST, ctx: _Context) -> Iterator[Flag]:
+def _check_node(node: ast.AST, ctx: SourceContext) -> Iterator[Flag]:
     if isinstance(node, (ast.Import, ast.ImportFrom)):
         yield from _import_flags(node)
     if isinstance(node, (ast.Name, ast.Attribute, ast.Call)) and _is_maximal_chain(node, ctx):
@@ -298,13 +183,13 @@ def _star_rule(node: ast.AST, module: str) -> str | None:
     return None
 
 
-def _is_chain(node: ast.AST, ctx: _Context) -> bool:
+def _is_chain(node: ast.AST, ctx: SourceContext) -> bool:
     if isinstance(node, (ast.Name, ast.Attribute)):
         return True
     return isinstance(node, ast.Call) and node.args != [] and ctx.qual(node) is not None
 
 
-def _is_maximal_chain(node: ast.AST, ctx: _Context) -> bool:
+def _is_maximal_chain(node: ast.AST, ctx: SourceContext) -> bool:
     if not _is_chain(node, ctx):
         return False
     parent = ctx.parents.get(node)
@@ -316,7 +201,7 @@ def _is_maximal_chain(node: ast.AST, ctx: _Context) -> bool:
     )
 
 
-def _reference_flags(node: ast.AST, ctx: _Context) -> Iterator[Flag]:
+def _reference_flags(node: ast.AST, ctx: SourceContext) -> Iterator[Flag]:
     root = node
     while isinstance(root, ast.Attribute) or (isinstance(root, ast.Call) and _is_chain(root, ctx)):
         root = root.value if isinstance(root, ast.Attribute) else root.args[0]
@@ -335,7 +220,7 @@ def _reference_flags(node: ast.AST, ctx: _Context) -> Iterator[Flag]:
         yield _flag(rule, node, f"{verb} {shown}")
 
 
-def _call_flags(call: ast.Call, ctx: _Context) -> Iterator[Flag]:
+def _call_flags(call: ast.Call, ctx: SourceContext) -> Iterator[Flag]:
     qual = ctx.qual(call.func)
     method = call.func.attr if isinstance(call.func, ast.Attribute) else None
     if qual in _OPENERS:
@@ -349,7 +234,7 @@ def _call_flags(call: ast.Call, ctx: _Context) -> Iterator[Flag]:
     elif isinstance(call.func, ast.Name) and call.func.id in _NETWORK_METHODS \
             and not (qual and _rule_for(qual)):
         yield _flag("network", call, f"calls `{snippet(call)}`")  # urlopen from a star import
-    if qual == "getattr" and (len(call.args) < 2 or _literal_str(call.args[1]) is None):
+    if qual == "getattr" and (len(call.args) < 2 or literal_str(call.args[1]) is None):
         yield _flag("eval-exec", call, f"calls `{snippet(call)}` with an attribute name "
                     "computed at run time", "medium", meaning=_INTERNALS)
     if qual in ("setattr", "delattr") and call.args and ctx.is_module(call.args[0]):
@@ -363,7 +248,7 @@ def _call_flags(call: ast.Call, ctx: _Context) -> Iterator[Flag]:
                     "medium")
 
 
-def _method_flags(call: ast.Call, func: ast.Attribute, ctx: _Context) -> Iterator[Flag]:
+def _method_flags(call: ast.Call, func: ast.Attribute, ctx: SourceContext) -> Iterator[Flag]:
     method = func.attr
     writes = (
         method in _WRITE_METHODS
@@ -389,7 +274,7 @@ def _open_mode_flags(call: ast.Call, qual: str, position: int, keyword: str) -> 
             mode = kw.value
     hidden = any(isinstance(a, ast.Starred) for a in call.args) or any(
         kw.arg is None for kw in call.keywords)
-    text = _literal_str(mode)
+    text = literal_str(mode)
     if text is not None and _is_write_mode(text):
         yield _flag("file-write", call, f"calls {qual} with mode {text!r}")
     elif (mode is not None and not isinstance(mode, ast.Constant)) or (mode is None and hidden):
@@ -400,12 +285,12 @@ def _open_mode_flags(call: ast.Call, qual: str, position: int, keyword: str) -> 
 def _method_open_flags(call: ast.Call) -> Iterator[Flag]:
     """``Path.open("w")`` or ``zipfile.open(name, "w")``: any mode-like literal counts."""
     for kw in call.keywords:
-        if kw.arg == "mode" and _literal_str(kw.value) is None:
+        if kw.arg == "mode" and literal_str(kw.value) is None:
             yield _flag("file-write", call, f"calls `{snippet(call)}` with a mode decided at "
                         "run time")
             return
-    texts = [_literal_str(a) for a in call.args] + [
-        _literal_str(kw.value) for kw in call.keywords if kw.arg == "mode"]
+    texts = [literal_str(a) for a in call.args] + [
+        literal_str(kw.value) for kw in call.keywords if kw.arg == "mode"]
     for text in texts:
         if text and set(text) <= _MODE_CHARS and _is_write_mode(text):
             yield _flag("file-write", call, f"calls `{snippet(call)}` with mode {text!r}")
@@ -423,14 +308,14 @@ def _os_open_flags(call: ast.Call) -> Iterator[Flag]:
 
 def _url_arguments(call: ast.Call) -> Iterator[str]:
     for arg in [*call.args, *(kw.value for kw in call.keywords)]:
-        text = _literal_str(arg)
+        text = literal_str(arg)
         if text is None and isinstance(arg, ast.JoinedStr) and arg.values:
-            text = _literal_str(arg.values[0])
+            text = literal_str(arg.values[0])
         if text and text.strip().lower().startswith(_URL_PREFIXES):
             yield text if len(text) <= 60 else text[:57] + "..."
 
 
-def _store_flags(node: ast.stmt, ctx: _Context) -> Iterator[Flag]:
+def _store_flags(node: ast.stmt, ctx: SourceContext) -> Iterator[Flag]:
     if isinstance(node, (ast.Assign, ast.Delete)):
         targets = node.targets
     elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):

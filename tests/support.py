@@ -194,7 +194,7 @@ def owner_images(site: Any, dataset: str | None = None) -> Any:
 
 def submit_code(client: Any, source: str, *, dataset: str, function: str, tmp: Path) -> Any:
     """Play the scientist: write *source* to a module (PySyft reads the function's source
-    file), bind ``asset`` to *dataset*'s images, and request execution of *function*."""
+    file), bind ``client`` and ``asset`` (*dataset*'s images) in it, and request *function*."""
     import importlib.util
 
     from domains.connection import quiet
@@ -205,6 +205,7 @@ def submit_code(client: Any, source: str, *, dataset: str, function: str, tmp: P
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     with quiet():
+        module.client = client  # type: ignore[attr-defined]
         module.asset = client.datasets[dataset].assets["images"]  # type: ignore[attr-defined]
         spec.loader.exec_module(module)
         return client.code.request_code_execution(getattr(module, function))

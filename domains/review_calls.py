@@ -1,0 +1,96 @@
+"""What the return-value review knows about library calls and attributes.
+
+:mod:`domains.review_taint` follows values derived from the private assets;
+these tables tell it what a call does to such a value. A *reducer* summarises
+all images into one statistic (``images.mean()``, ``np.sum(x)``,
+``accuracy_score(y, p)``); a count method gives a number of images; a view or
+copy hands back the asset itself in another form; a mutator makes its receiver
+collect what it is given; a fit method makes a model learn from it.
+
+Names are the dotted names of :func:`domains.review_names.qualname`
+(``np.mean`` is ``numpy.mean``) or bare method names (``.mean()``).
+"""
+
+from __future__ import annotations
+
+import ast
+
+# What a call or attribute gives back when its receiver or argument is private.
+VIEW_METHODS = frozenset({"numpy", "tolist", "copy", "cpu", "cuda", "detach", "clone", "to",
+                          "astype", "reshape", "view", "flatten", "ravel", "squeeze",
+                          "unsqueeze", "permute", "transpose", "swapaxes", "contiguous",
+                          "float", "double", "half", "int", "long", "tobytes", "to_numpy",
+                          "get", "__array__"})
+COPY_FUNCS = frozenset({"list", "tuple", "sorted", "reversed", "iter", "enumerate", "zip",
+                        "numpy.array", "numpy.asarray", "numpy.copy", "numpy.ascontiguousarray",
+                        "numpy.stack", "numpy.concatenate", "torch.tensor", "torch.as_tensor",
+                        "torch.from_numpy", "torch.stack", "torch.cat", "copy.copy",
+                        "copy.deepcopy", "bytes", "bytearray"})
+COUNT_METHODS = frozenset({"numel", "nelement", "size", "__len__"})
+COUNT_ATTRS = frozenset({"shape", "size"})
+META_ATTRS = frozenset({"ndim", "dtype", "device", "nbytes", "itemsize", "is_cuda",
+                        "requires_grad", "layout"})
+MUTATORS = frozenset({"append", "extend", "insert", "add", "update", "setdefault",
+                      "appendleft", "extendleft", "put", "put_nowait", "__setitem__", "push"})
+FIT_METHODS = frozenset({"fit", "partial_fit", "fit_transform", "fit_predict", "train",
+                         "train_step", "train_on_batch", "forward", "learn"})
+PRIVATE_WRAPPERS = frozenset({"make_private", "make_private_with_epsilon"})
+
+# Statistics over all images: see is_reducer for the argument rules of each table.
+_REDUCER_METHODS = frozenset({"mean", "sum", "std", "var", "max", "min", "median", "item",
+                              "prod", "all", "any", "nanmean", "nansum", "norm", "nunique",
+                              "value_counts", "describe", "count", "count_nonzero"})
+_AXIS_REDUCERS = frozenset(
+    f"{module}.{name}" for module in ("numpy", "torch") for name in (
+        "mean", "sum", "std", "var", "max", "min", "median", "average", "amax", "amin", "prod",
+        "nanmean", "nansum", "nanstd", "nanvar", "nanmax", "nanmin", "nanmedian",
+        "count_nonzero", "ptp", "all", "any"))
+_QUANTILES = frozenset(f"numpy.{name}" for name in (
+    "percentile", "quantile", "nanpercentile", "nanquantile")) | {"torch.quantile"}
+_WHOLE_REDUCERS = frozenset({"numpy.bincount", "numpy.histogram", "numpy.unique",
+                             "torch.bincount", "torch.histc", "torch.unique",
+                             "collections.Counter", "math.fsum", "math.prod"})
+_BUILTIN_REDUCERS = frozenset({"sum", "max", "min", "any", "all"})
+_METRICS = frozenset({"accuracy_score", "balanced_accuracy_score", "roc_auc_score",
+                      "average_precision_score", "f1_score", "precision_score", "recall_score",
+                      "log_loss", "brier_score_loss", "mean_squared_error",
+                      "mean_absolute_error", "r2_score", "matthews_corrcoef",
+                      "cohen_kappa_score", "confusion_matrix", "classification_report",
+                      "top_k_accuracy_score", "jaccard_score", "hamming_loss", "zero_one_loss"})
+_LOSSES = frozenset({"cross_entropy", "binary_cross_entropy", "binary_cross_entropy_with_logits",
+                     "nll_loss", "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss",
+                     "kl_div"})
+
+
+def _no_axis(call: ast.Call) -> bool:
+    return all(
+        kw.arg is not None
+        and (kw.arg not in ("axis", "dim")
+             or (isinstance(kw.value, ast.Constant) and kw.value.value is None))
+        for kw in call.keywords
+    )
+
+
+def is_reducer(node: ast.Call, qual: str | None, method: str | None) -> bool:
+    """Whether the call summarises all its input into one statistic.
+
+    ``method`` is the called method's name when the call is on a value (not a
+    module), else None; ``qual`` is the call's dotted name, if any.
+    """
+    if method is not None:
+        return method in _REDUCER_METHODS and not node.args and _no_axis(node)
+    qual = qual or ""
+    module, _, name = qual.rpartition(".")
+    if qual in _WHOLE_REDUCERS or module == "statistics":
+        return True
+    if module.startswith("sklearn.metrics") and name in _METRICS:
+        return True
+    if module == "torch.nn.functional" and name in _LOSSES:
+        return all(kw.arg != "reduction" or (
+            isinstance(kw.value, ast.Constant) and kw.value.value != "none")
+            for kw in node.keywords)
+    if qual in _BUILTIN_REDUCERS:
+        return len(node.args) == 1 and not isinstance(node.args[0], ast.Starred)
+    if qual in _QUANTILES:  # np.percentile(x, 95): the axis comes third
+        return len(node.args) <= 2 and _no_axis(node)
+    return qual in _AXIS_REDUCERS and len(node.args) <= 1 and _no_axis(node)
