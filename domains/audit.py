@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,7 @@ class AuditLog:
             lines = fh.read().splitlines()
             prev = hashlib.sha256(lines[-1].encode()).hexdigest() if lines else GENESIS
             entry = {
-                "time": time or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "time": time or datetime.now(UTC).isoformat(timespec="seconds"),
                 "event": event,
                 "actor": actor,
                 "subject": subject,

@@ -13,6 +13,8 @@ Layout::
     DIR/syft/db.sqlite      PySyft's store
     DIR/syft/tmp/           TMPDIR of the datasite process (PySyft blob storage)
     DIR/audit.jsonl         append-only, hash-chained audit log
+    DIR/datasets/NAME.npz   training copy of each published dataset, 0600
+    DIR/jobs/JOB/           execution ledger and results of approved training jobs
     DIR/datasite.pid        pid of a running datasite
     DIR/datasite.log        its log
 """
@@ -76,6 +78,16 @@ class DataDir:
     @property
     def tmp_dir(self) -> Path:
         return self.syft_dir / "tmp"
+
+    @property
+    def datasets_dir(self) -> Path:
+        """The datasite's own training copies of its published datasets (0600 files)."""
+        return self.path / "datasets"
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Per-job execution ledgers and stored results of approved training code."""
+        return self.path / "jobs"
 
     @property
     def db_url(self) -> str:

@@ -78,6 +78,22 @@ def read_pid(data_dir: DataDir) -> int | None:
     return pid
 
 
+def free_ports(n: int) -> list[int]:
+    """*n* distinct free loopback ports, for local federations and tests.
+
+    All sockets stay open until every port is chosen: closing one first lets the kernel
+    hand the same port to the next ``bind(0)``, and two datasites then race for it.
+    """
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def check_port_free(host: str, port: int) -> None:
     if not 1 <= port <= 65535:
         raise DeployError(f"--port {port} is not a TCP port; use 1-65535 (e.g. --port 8081)")

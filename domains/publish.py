@@ -10,24 +10,23 @@ and later the training code, can read the label schema without the private data.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from domains import store
 from domains.audit import AuditLog, local_actor
 from domains.connection import admin_client, quiet, require_running
 from domains.datadir import AUDIT_FILE, DataDir
 from domains.errors import PublishError
 from domains.formats import ImageSet, load_source
+from domains.metadata import format_metadata
 from domains.mock import make_mock
 from domains.partition import Partition, ShardSpec, parse_partition, parse_shard, shard
 from domains.phantom import generate_chest_phantoms
 
 DEFAULT_SYNTHETIC_COUNT = 3000
-METADATA_MARKER = "medsyft-metadata:"
 
 
 @dataclass
@@ -93,7 +92,7 @@ def prepare(req: PublishRequest) -> tuple[str, ImageSet, dict[str, Any]]:
         {
             # The full server path can name a ward or patient: publish only the file name.
             "source": "synthetic" if req.source is None else f"{req.source.name} ({req.split})",
-            "fingerprint_sha256": hashlib.sha256(images.images.tobytes()).hexdigest(),
+            "fingerprint_sha256": store.fingerprint(images.images),
             "shard": None if spec is None else f"{spec.index}/{spec.count}",
             "partition": None if spec is None else req.partition,
             "seed": req.seed,
@@ -109,17 +108,8 @@ def _description(meta: dict[str, Any]) -> str:
     return (
         f"{warning}{meta['n']} {meta['modality']} images, "
         f"{meta['channels']}x{meta['image_size'][0]}x{meta['image_size'][1]} uint8; "
-        f"labels {counts}.\n\n{METADATA_MARKER} {json.dumps(meta, sort_keys=True)}"
+        f"labels {counts}.\n\n{format_metadata(meta)}"
     )
-
-
-def parse_metadata(description: str) -> dict[str, Any]:
-    """Read back the metadata block that :func:`publish` wrote into a dataset description."""
-    _, _, tail = description.partition(METADATA_MARKER)
-    try:
-        return dict(json.loads(tail.strip().splitlines()[0])) if tail.strip() else {}
-    except ValueError:
-        return {}
 
 
 def _build_dataset(name: str, images: ImageSet, meta: dict[str, Any], owner_email: str) -> Any:
@@ -156,12 +146,14 @@ def publish(data_dir: DataDir, req: PublishRequest) -> PublishResult:
             f"dataset '{name}' already exists on this datasite; choose another --name"
         )
     dataset = _build_dataset(name, images, meta, data_dir.read_credentials().email)
+    store.save(data_dir, name, images=images.images, labels=images.labels, meta=meta)
     try:
         # PySyft uploads the assets, then registers the dataset in one final call
         # (dataset.add): if anything fails, no dataset becomes visible.
         with quiet():
             client.upload_dataset(dataset)
     except Exception as exc:
+        store.remove(data_dir, name)
         raise PublishError(f"upload of dataset '{name}' failed ({exc}); nothing was published") from exc
     AuditLog(data_dir.file(AUDIT_FILE)).append(
         "publish", actor=local_actor(), subject=name,

@@ -32,6 +32,8 @@ def server_environment(data_dir: DataDir) -> dict[str, str]:
         "DEFAULT_ROOT_PASSWORD": creds.password,
         "DEFAULT_ROOT_USERNAME": f"{config.name} data owner",
         "TMPDIR": str(data_dir.tmp_dir),
+        # Approved medsyft code reads its training store and ledger from here.
+        "MEDSYFT_DATA_DIR": str(data_dir.path),
         "SYFT_NAME": config.name,
         "SYFT_DB_URL": data_dir.db_url,
         "SYFT_SERVER_TYPE": "datasite",

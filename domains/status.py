@@ -16,7 +16,7 @@ from domains.audit import AuditLog
 from domains.connection import admin_client, quiet
 from domains.datadir import AUDIT_FILE, DataDir
 from domains.lifecycle import metadata, read_pid
-from domains.publish import parse_metadata
+from domains.metadata import parse_metadata
 
 
 @dataclass
@@ -33,7 +33,7 @@ class StatusReport:
 def _dataset_rows(client: Any) -> list[dict[str, Any]]:
     rows = []
     for ds in client.datasets:
-        meta = parse_metadata(ds.description.text if hasattr(ds.description, "text") else str(ds.description))
+        meta = parse_metadata(ds.description)
         images = next((a for a in ds.assets if a.name == "images"), None)
         shape = tuple(images.shape) if images is not None and images.shape else ()
         rows.append({

@@ -26,6 +26,7 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from domains.cli import register as register_domain
     from medsyft.demo import register as register_demo
+    from orchestrator.cli import register as register_orchestrator
 
     parser = OneLineParser(
         prog="medsyft",
@@ -34,18 +35,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     sub.required = True
     register_domain(sub)
+    register_orchestrator(sub)
     register_demo(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from domains.errors import MedsyftDomainError
+    from domains.training.errors import TrainingError
+    from orchestrator.errors import OrchestratorError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except MedsyftDomainError as exc:
+    except (MedsyftDomainError, OrchestratorError, TrainingError) as exc:
         print(f"medsyft: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

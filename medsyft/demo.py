@@ -1,30 +1,31 @@
-"""``medsyft demo``: a local federation on loopback with the default dataset.
+"""``medsyft demo``: the main job on a local federation over loopback.
 
-Three hospital datasites start as real PySyft processes on free 127.0.0.1 ports,
-each publishes its shard of one source (Dirichlet label skew, so hospitals
-differ as real ones do), and their status is shown. By default the source is
-the synthetic chest phantom set, so the demo needs no download; ``--source``
-takes real data such as PneumoniaMNIST's ``.npz``.
+1. three hospital datasites start as real PySyft processes on free 127.0.0.1 ports;
+2. each publishes its shard of one source (Dirichlet label skew, as real hospitals differ);
+3. each creates an account for the data scientist;
+4. the scientist submits one federated job (one code request per datasite);
+5. each data owner reviews it through the real review path, printed here, and approves it
+   (automatically, only because this is the demo);
+6. the rounds run in parallel across the hospitals, then the final model is evaluated;
+7. the same model is trained centrally on the union of the same data, and both are compared.
+
+The default source is the synthetic chest phantom set, so the demo needs no download;
+``--source`` takes real data such as PneumoniaMNIST's ``.npz``.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 HOSPITALS = ("hospital-a", "hospital-b", "hospital-c")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+SCIENTIST = "ana@uni.example"
 
 
 def _reset(workdir: Path) -> None:
@@ -39,43 +40,96 @@ def _reset(workdir: Path) -> None:
     shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _write_job(workdir: Path, sites: list[Any], args: argparse.Namespace) -> Path:
+    """Scientist accounts on every site, their passwords in 0600 files, and job.toml."""
+    secrets = workdir / "scientist"
+    secrets.mkdir(mode=0o700, parents=True)
+    site_tables = []
+    for site in sites:
+        pw_file = secrets / f"{site.config.name}.txt"
+        pw_file.write_text(site.add_scientist(SCIENTIST) + "\n")
+        pw_file.chmod(0o600)
+        site_tables.append(
+            f'[[sites]]\nname = "{site.config.name}"\nurl = "{site.url}"\n'
+            f'email = "{SCIENTIST}"\npassword_file = "scientist/{pw_file.name}"\n'
+        )
+    source = "synthetic" if args.source is None else str(Path(args.source).resolve())
+    job = (
+        f'[job]\ndataset = "chest-xray"\nmodel = "auto"\nrounds = {args.rounds}\n'
+        f"local_epochs = {args.local_epochs}\nbatch_size = 32\noptimizer = \"adam\"\nlr = 0.001\n"
+        f"fraction = 1.0\nmin_sites = 2\nround_timeout = 120\napproval_timeout = 60\n"
+        f'seed = {args.seed}\nrun_dir = "run"\n\n'
+        + "\n".join(site_tables)
+        + f'\n[baseline]\nsource = "{source}"\ncount = {args.count}\n'
+        f'partition = "{args.partition}"\nseed = {args.seed}\n'
+    )
+    path = workdir / "job.toml"
+    path.write_text(job)
+    return path
+
+
+def _review_and_approve(sites: list[Any]) -> None:
+    from domains.cli import format_review
+    from domains.requests import RequestBook
+
+    for site in sites:
+        book = RequestBook(site.data_dir)
+        for row in book.table().itertuples():
+            if row.status != "pending":
+                continue
+            print(f"\n===== {site.config.name}: data owner reviews request {row.id[:8]} =====")
+            print(format_review(book.review(row.id)))
+            book.approve(row.id)
+            print(f"----- approved by the {site.config.name} data owner (automatic: demo only) -----")
+
+
 def run(args: argparse.Namespace) -> int:
     from domains import Datasite
+    from domains.lifecycle import free_ports
     from domains.publish import PublishRequest
+    from orchestrator import FederatedJob, comparison, load_config, train_centralized
 
     workdir = Path(args.workdir).resolve()
     _reset(workdir)
     started = time.perf_counter()
-    print(f"[1/3] deploying {len(HOSPITALS)} datasites on 127.0.0.1 (data in {workdir}) ...")
+    print(f"[1/6] deploying {len(HOSPITALS)} datasites on 127.0.0.1 (data in {workdir}) ...")
     with ThreadPoolExecutor(len(HOSPITALS)) as pool:
         sites = list(pool.map(
-            lambda name: Datasite.deploy(workdir / name, name=name, port=free_port()), HOSPITALS
+            lambda name, port: Datasite.deploy(workdir / name, name=name, port=port),
+            HOSPITALS, free_ports(len(HOSPITALS)),
         ))
     for site in sites:
         print(f"      {site.config.name:<11} {site.url}")
-    print(f"      ready in {time.perf_counter() - started:.1f} s")
     try:
-        t0 = time.perf_counter()
         src = "synthetic chest phantoms" if args.source is None else args.source
-        print(f"[2/3] publishing {src}, {args.partition} shards ...")
+        print(f"[2/6] publishing {src} as {args.partition} shards ...")
         rows = []
         for i, site in enumerate(sites, start=1):
-            req = PublishRequest(
-                source=Path(args.source) if args.source else None,
-                shard=f"{i}/{len(sites)}", partition=args.partition, seed=args.seed,
-                name="chest-xray", synthetic_count=args.count,
-            )
+            req = PublishRequest(source=Path(args.source) if args.source else None,
+                                 shard=f"{i}/{len(sites)}", partition=args.partition,
+                                 seed=args.seed, name="chest-xray", synthetic_count=args.count)
             result = site.publish(**vars(req))
-            rows.append({"hospital": site.config.name, "dataset": result.name,
-                         "images": result.metadata["n"], **result.metadata["class_counts"]})
+            rows.append({"hospital": site.config.name, "images": result.metadata["n"],
+                         **result.metadata["class_counts"]})
         print(pd.DataFrame(rows).to_string(index=False))
-        print(f"      published in {time.perf_counter() - t0:.1f} s")
-        print("[3/3] status")
-        for site in sites:
-            report = site.status()
-            print(f"\n{report.name} at {report.url}: reachable={report.reachable}, "
-                  f"pending requests={report.pending_requests}")
-            print(report.datasets.to_string(index=False))
+        print("[3/6] creating the data scientist's accounts and job.toml ...")
+        config = load_config(_write_job(workdir, sites, args))
+        job = FederatedJob(config)
+        print("[4/6] the scientist submits the job to every datasite ...")
+        print(job.submit().to_string(index=False))
+        print("[5/6] each data owner reviews the request")
+        _review_and_approve(sites)
+        job.wait_for_approval(timeout=60)
+        print(f"\n[6/6] training {config.rounds} rounds across {len(sites)} hospitals ...")
+        fed = job.run(progress=True)
+        print("\nvalidation metrics per round (pooled over hospitals):")
+        print(fed.pooled().round(3).to_string())
+        print("\nround time breakdown (seconds):")
+        print(fed.timing.round(3).to_string(index=False))
+        central = train_centralized(config, fed.spec)
+        print("\nfederated vs centralized (same model, hyperparameters and validation images):")
+        print(comparison(fed.summary(), central).round(3).to_string())
+        print(f"\nplot: {fed.plot()}")
     finally:
         if args.keep_running:
             print(f"\ndatasites keep running; stop them with "
@@ -89,12 +143,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("demo", help="run a local three-hospital federation on loopback",
-                              description=__doc__)
+    p = subparsers.add_parser("demo", help="run the main job on a local three-hospital federation",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", help="real data instead of the synthetic phantoms (e.g. an .npz)")
-    p.add_argument("--partition", default="dirichlet:0.5", help="default dirichlet:0.5")
+    p.add_argument("--partition", default="dirichlet:1.0", help="default dirichlet:1.0")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--count", type=int, default=3000, help="synthetic images in total")
+    p.add_argument("--rounds", type=int, default=8)
+    p.add_argument("--local-epochs", type=int, default=2)
     p.add_argument("--workdir", default="demo-run", help="where the datasites keep their data")
     p.add_argument("--keep-running", action="store_true", help="leave the datasites up")
     p.set_defaults(handler=run)

@@ -1,7 +1,23 @@
-"""Exceptions raised by the orchestrator."""
+"""Exceptions a data scientist can cause or meet; the CLI prints each as one line, exit 2."""
 
 from __future__ import annotations
 
 
 class OrchestratorError(Exception):
     """Base class for expected orchestrator failures."""
+
+
+class ConfigError(OrchestratorError, ValueError):
+    """Raised when job.toml is unreadable or a value breaks a rule (the message names the key)."""
+
+
+class SiteUnavailable(OrchestratorError, ConnectionError):
+    """Raised when a datasite cannot be reached or refuses the scientist's login."""
+
+
+class NotApproved(OrchestratorError, RuntimeError):
+    """Raised when a job cannot run because a datasite has not approved (or denied) it."""
+
+
+class QuorumLost(OrchestratorError, RuntimeError):
+    """Raised when fewer sites than ``min_sites`` completed a round; the job stops there."""

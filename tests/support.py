@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import subprocess
 import sys
 from contextlib import redirect_stderr, redirect_stdout
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from domains.lifecycle import free_ports
 
 REPO = Path(__file__).resolve().parent.parent
 # The PneumoniaMNIST copy beside the checkout (never committed); tests that need it skip without it.
@@ -29,9 +30,7 @@ PNEUMONIA_NPZ = next((p for p in _NPZ_CANDIDATES if p.is_file()), _NPZ_CANDIDATE
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
 
 
 @dataclass
@@ -64,10 +63,10 @@ def run_cli_subprocess(*args: str, timeout: float = 300) -> CliResult:
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 
-def deploy_site(data_dir: Path, name: str) -> Any:
+def deploy_site(data_dir: Path, name: str, port: int | None = None) -> Any:
     from domains import Datasite
 
-    return Datasite.deploy(data_dir, name=name, port=free_port())
+    return Datasite.deploy(data_dir, name=name, port=port or free_port())
 
 
 @dataclass

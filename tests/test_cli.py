@@ -12,7 +12,9 @@ DOMAIN_ACTIONS = ["deploy", "stop", "status", "publish", "add-scientist", "reque
                   "approve", "deny", "audit"]
 
 
-@pytest.mark.parametrize("argv", [[], ["domain"], ["demo"], *(["domain", a] for a in DOMAIN_ACTIONS)])
+@pytest.mark.parametrize(
+    "argv", [[], ["domain"], ["demo"], ["train"], ["baseline"], *(["domain", a] for a in DOMAIN_ACTIONS)]
+)
 def test_cli_help_on_every_level(argv: list[str]) -> None:
     result = run_cli(*argv, "--help")
     assert result.code == 0 and "usage: medsyft" in result.out

@@ -1,0 +1,33 @@
+"""Exceptions raised by the training code, each saying what went wrong and how to fix it.
+
+They extend :class:`~domains.errors.MedsyftDomainError`, so the hospital CLI prints them as one
+line, and a built-in type, so callers that catch ``ValueError`` or ``RuntimeError`` still work.
+"""
+
+from __future__ import annotations
+
+from domains.errors import MedsyftDomainError
+
+
+class TrainingError(MedsyftDomainError, RuntimeError):
+    """Raised when training, evaluation or aggregation cannot proceed with the given input.
+
+    Examples: weights whose keys or shapes do not match the model, an empty set of updates to
+    average, images and labels of different lengths, a validation fraction outside (0, 1).
+    """
+
+
+class TrainConfigError(TrainingError, ValueError):
+    """Raised by :meth:`TrainConfig.validate` for a hyperparameter outside its allowed range."""
+
+
+class UnknownModel(TrainingError, ValueError):
+    """Raised when a model name is not in the registry; the message lists the registered names.
+
+    A ``ValueError`` rather than a ``KeyError`` because ``str(KeyError)`` wraps the message in
+    quotes, which reads badly on a command line.
+    """
+
+
+class ExecutionLimitReached(TrainingError):
+    """Raised when a job asks for more calls than its approval allows."""

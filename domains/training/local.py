@@ -1,0 +1,229 @@
+"""One round of local training on a datasite's own images: the step every FL strategy repeats.
+
+Images stay uint8 until a batch is drawn, so a large site does not hold a float copy of its
+whole dataset; shuffling uses a private ``torch.Generator`` and any other randomness runs
+under a forked, seeded global RNG, so the same seed gives the same weights without changing
+the caller's random state.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from domains.training.errors import TrainConfigError, TrainingError
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of one local training run.
+
+    Attributes:
+        epochs: passes over the local data per call.
+        batch_size: images per optimizer step (the last batch of an epoch may be smaller).
+        optimizer: ``"adam"`` or ``"sgd"``.
+        lr: learning rate.
+        momentum: SGD momentum; ignored by Adam.
+        weight_decay: L2 penalty passed to the optimizer.
+        seed: fixes shuffling and any random layers, so runs are repeatable.
+    """
+
+    epochs: int = 1
+    batch_size: int = 32
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    seed: int = 0
+
+    def validate(self) -> None:
+        """Check every field, so a bad value fails before any site spends time training.
+
+        Raises:
+            TrainConfigError: naming the first broken rule and the value given.
+
+        >>> TrainConfig(epochs=0).validate()
+        Traceback (most recent call last):
+        ...
+        domains.training.errors.TrainConfigError: epochs must be >= 1 (got 0)
+        """
+        rules = [
+            (_is_int(self.epochs) and self.epochs >= 1, f"epochs must be >= 1 (got {self.epochs!r})"),
+            (
+                _is_int(self.batch_size) and self.batch_size >= 1,
+                f"batch_size must be >= 1 (got {self.batch_size!r})",
+            ),
+            (
+                self.optimizer in OPTIMIZERS,
+                f"unknown optimizer {self.optimizer!r}; choose one of {list(OPTIMIZERS)}",
+            ),
+            (_is_real(self.lr) and self.lr > 0, f"lr must be > 0 (got {self.lr!r})"),
+            (
+                _is_real(self.momentum) and 0 <= self.momentum < 1,
+                f"momentum must be in [0, 1) (got {self.momentum!r})",
+            ),
+            (
+                _is_real(self.weight_decay) and self.weight_decay >= 0,
+                f"weight_decay must be >= 0 (got {self.weight_decay!r})",
+            ),
+            (_is_int(self.seed) and self.seed >= 0, f"seed must be an integer >= 0 (got {self.seed!r})"),
+        ]
+        for ok, message in rules:
+            if not ok:
+                raise TrainConfigError(message)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return _is_int(value) or (isinstance(value, float | np.floating) and math.isfinite(value))
+
+
+@dataclass
+class LocalResult:
+    """What a site reports after training: aggregates only, nothing per image.
+
+    Attributes:
+        n_samples: local images trained on (the FedAvg weight).
+        mean_loss: mean training loss over the last epoch.
+        steps: optimizer steps taken over all epochs.
+        seconds: wall-clock training time.
+    """
+
+    n_samples: int
+    mean_loss: float
+    steps: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form, for results that cross the datasite boundary as plain data."""
+        return asdict(self)
+
+
+def to_tensor_images(images_uint8: np.ndarray) -> torch.Tensor:
+    """Scale ``(N, C, H, W)`` uint8 images to float32 in ``[0, 1]``, the models' input.
+
+    >>> to_tensor_images(np.full((1, 1, 2, 2), 255, np.uint8)).max()
+    tensor(1.)
+    """
+    images = np.asarray(images_uint8)
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise TrainingError(
+            f"images must be a (N, C, H, W) uint8 array (got {images.dtype} {images.shape}); "
+            "use ImageSet.images"
+        )
+    return torch.from_numpy(images.astype(np.float32)).div_(255.0)
+
+
+def check_arrays(images: np.ndarray, labels: np.ndarray, *, multi_label: bool) -> None:
+    """Refuse images and labels that are not one non-empty set in the ImageSet layout.
+
+    Raises:
+        TrainingError: naming the array and the layout it should have.
+    """
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
+        got = f"{getattr(images, 'dtype', type(images).__name__)} {getattr(images, 'shape', '')}"
+        raise TrainingError(f"images must be a (N, C, H, W) uint8 array (got {got}); use ImageSet.images")
+    labels = np.asarray(labels)
+    want_ndim, layout = (2, "(N, K) 0/1") if multi_label else (1, "(N,) integer")
+    kind_ok = labels.dtype.kind in "iub" and (multi_label or labels.dtype.kind != "b")
+    if labels.ndim != want_ndim or not kind_ok:
+        raise TrainingError(
+            f"labels must be {layout} for multi_label={multi_label} (got {labels.dtype} {labels.shape}); "
+            "pass ImageSet.labels with the set's multi_label flag"
+        )
+    if len(labels) != len(images) or len(images) == 0:
+        raise TrainingError(
+            f"need one label per image and at least one image (got {len(images)} images, "
+            f"{len(labels)} labels)"
+        )
+
+
+def label_tensor(labels: np.ndarray, *, multi_label: bool) -> torch.Tensor:
+    """Targets in the dtype each loss needs: int64 classes, or float32 0/1 for BCE."""
+    dtype = np.float32 if multi_label else np.int64
+    return torch.from_numpy(np.asarray(labels).astype(dtype))
+
+
+def check_logits(logits: torch.Tensor, labels: np.ndarray, *, multi_label: bool) -> None:
+    """Fail clearly when the model's outputs do not fit the label schema (wrong ``num_classes``)."""
+    k = int(logits.shape[1]) if logits.ndim == 2 else -1
+    need = int(labels.shape[1]) if multi_label else int(np.max(labels)) + 1
+    if k < need or (multi_label and k != need) or int(np.min(labels)) < 0:
+        raise TrainingError(
+            f"the model outputs {tuple(logits.shape[1:])} logits per image but the labels need "
+            f"{need}{'' if multi_label else ' or more'} (labels min {int(np.min(labels))}); "
+            "build the model with num_classes equal to the number of label names"
+        )
+
+
+def train_local(
+    model: nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    config: TrainConfig,
+    multi_label: bool = False,
+) -> LocalResult:
+    """Train ``model`` in place on one site's images and report aggregates.
+
+    Cross-entropy for multi-class labels ``(N,)``, BCE-with-logits for multi-label ``(N, K)``.
+    The model's train/eval mode is restored afterwards.
+
+    Raises:
+        TrainConfigError: for an invalid ``config``.
+        TrainingError: for arrays not in the ImageSet layout, labels that do not fit the
+            model's outputs, or a loss that becomes NaN or infinite (lower ``lr``).
+    """
+    config.validate()
+    check_arrays(images, labels, multi_label=multi_label)
+    pixels = torch.from_numpy(images if images.flags.writeable else images.copy())
+    targets = label_tensor(labels, multi_label=multi_label)
+    loss_fn = nn.BCEWithLogitsLoss() if multi_label else nn.CrossEntropyLoss()
+    was_training, start, n = model.training, time.perf_counter(), len(images)
+    model.train()
+    optimizer = _optimizer(model, config)
+    shuffle = torch.Generator().manual_seed(config.seed)
+    steps, epoch_loss = 0, torch.zeros((), dtype=torch.float64)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        for epoch in range(config.epochs):
+            epoch_loss.zero_()
+            for idx in torch.randperm(n, generator=shuffle).split(config.batch_size):
+                logits = model(pixels[idx].float().div_(255.0))
+                if steps == 0:
+                    check_logits(logits, labels, multi_label=multi_label)
+                loss = loss_fn(logits, targets[idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                epoch_loss += loss.detach() * len(idx)
+                steps += 1
+            if not torch.isfinite(epoch_loss):
+                model.train(was_training)
+                raise TrainingError(
+                    f"training loss became {float(epoch_loss)} in epoch {epoch + 1}; lower lr"
+                )
+    model.train(was_training)
+    return LocalResult(
+        n_samples=n, mean_loss=float(epoch_loss) / n, steps=steps, seconds=time.perf_counter() - start
+    )
+
+
+def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)

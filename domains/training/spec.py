@@ -1,0 +1,67 @@
+"""A training job as the data owner approves it: every hyperparameter, fixed.
+
+The orchestrator turns a :class:`JobSpec` into a ``sy.Constant`` input of the
+submitted code, so the owner sees all of it at review and the scientist cannot
+change any of it afterwards (a Constant holds whatever a later call passes).
+Only the global model travels as a scientist-owned input, once per round.
+
+The calls an approval allows are counted here too: round ``r`` (1..R) is one
+call that first evaluates the incoming global model on the site's validation
+split and then trains on its training split; call ``R + 1`` only evaluates the
+final model. So a job of R rounds needs ``R + 1`` calls per datasite.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from domains.training.errors import TrainingError
+from domains.training.local import TrainConfig
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What one datasite is asked to approve for one federated job."""
+
+    dataset: str
+    model: str
+    in_channels: int
+    num_classes: int
+    image_size: int
+    multi_label: bool
+    rounds: int
+    train: TrainConfig = field(default_factory=TrainConfig)
+    val_fraction: float = 0.2
+    split_seed: int = 0
+    job_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise TrainingError(f"rounds must be >= 1 (got {self.rounds})")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise TrainingError(f"val_fraction must be in (0, 1) (got {self.val_fraction})")
+        self.train.validate()
+
+    @property
+    def max_calls(self) -> int:
+        """Calls one approval allows: R training rounds plus the final evaluation."""
+        return self.rounds + 1
+
+    @property
+    def function_name(self) -> str:
+        """The PySyft function name, unique per job so resubmission never collides."""
+        return f"medsyft_job_{self.job_id}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobSpec:
+        try:
+            values = dict(data)
+            values["train"] = TrainConfig(**values.get("train", {}))
+            return cls(**values)
+        except TypeError as exc:
+            raise TrainingError(f"job description is malformed ({exc})") from exc

@@ -1,0 +1,77 @@
+"""``medsyft train`` and ``medsyft baseline``: what a data scientist types.
+
+Credentials come from the files or environment variables job.toml names, never
+from the command line. Running ``train`` again with the same config resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import pandas as pd
+
+
+def _print(frame: pd.DataFrame) -> None:
+    with pd.option_context("display.width", 200, "display.max_columns", 20,
+                           "display.float_format", "{:.3f}".format):
+        print(frame.to_string())
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from orchestrator.config import load_config
+    from orchestrator.job import FederatedJob
+
+    job = FederatedJob(load_config(args.config))
+    state = job.state()
+    if state is None:
+        print(f"submitting to {len(job.config.sites)} sites ...")
+    else:
+        print(f"resuming job {state.spec.job_id}: {state.completed_round}/{state.spec.rounds} "
+              "rounds done")
+    _print(job.submit())
+    print("waiting for the data owners' approval ...")
+    job.wait_for_approval(timeout=args.approval_timeout, on_update=lambda t: _print(t))
+    result = job.run(progress=not args.quiet)
+    print("\nvalidation metrics (pooled over sites):")
+    _print(result.pooled())
+    skipped = result.history[result.history["status"] != "ok"]
+    if not skipped.empty:
+        print("\nskipped site-rounds:")
+        _print(skipped[["round", "site", "status", "error"]])
+    print(f"\nplot: {result.plot()}")
+    print(f"run directory: {result.run_dir}")
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from orchestrator import baseline
+    from orchestrator.config import load_config
+    from orchestrator.job import FederatedJob
+
+    job = FederatedJob(load_config(args.config))
+    state = job.state()
+    spec = state.spec if state is not None else job.make_spec()
+    central = baseline.train_centralized(job.config, spec)
+    baseline.save(central, job.run_dir.path)
+    federated = job.result()
+    if federated is None:
+        print(f"centralized: accuracy {central.metrics.accuracy:.3f}, "
+              f"ROC-AUC {central.metrics.auc:.3f}, {central.wall_seconds:.1f} s "
+              "(no finished federated run to compare with yet)")
+    else:
+        _print(baseline.comparison(federated.summary(), central))
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("train", help="submit a federated job, wait for approval, train",
+                              description=__doc__)
+    p.add_argument("--config", required=True, help="job.toml")
+    p.add_argument("--approval-timeout", type=float, help="seconds (default: from the config)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=cmd_train)
+    p = subparsers.add_parser("baseline", help="train the same model centrally on the union",
+                              description=__doc__)
+    p.add_argument("--config", required=True, help="job.toml")
+    p.set_defaults(handler=cmd_baseline)

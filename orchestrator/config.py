@@ -1,0 +1,151 @@
+"""A federated job as a data scientist writes it: ``job.toml``.
+
+Example::
+
+    [job]
+    dataset = "chest-xray"        # the dataset name on every datasite
+    model = "auto"                # small-cnn for <= 64 px, resnet18 above; or a registry name
+    rounds = 3
+    local_epochs = 1
+    batch_size = 32
+    optimizer = "adam"
+    lr = 0.001
+    fraction = 1.0                # share of sites asked each round
+    min_sites = 2                 # quorum: fewer successful sites stops the job
+    round_timeout = 120           # seconds a site may take per round
+    approval_timeout = 600        # seconds to wait for every owner's approval
+    run_dir = "runs/chest"        # checkpoints, history, plot, submitted code
+
+    [[sites]]
+    name = "hospital-a"
+    url = "http://127.0.0.1:8081"
+    email = "ana@uni.example"
+    password_file = "secrets/hospital-a.txt"   # or password_env = "HOSPITAL_A_PASSWORD"
+
+    [baseline]                    # how the federation's data was made, for the centralized run
+    source = "synthetic"          # or a path, e.g. "pneumoniamnist.npz"
+    count = 3000
+    partition = "dirichlet:0.5"
+    seed = 0
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    name: str
+    url: str
+    email: str
+    password_file: str | None = None
+    password_env: str | None = None
+
+    def password(self, base: Path) -> str:
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if not value:
+                raise ConfigError(f"site '{self.name}': environment variable {self.password_env} "
+                                  "is not set; export it or use password_file")
+            return value
+        if self.password_file:
+            path = (base / self.password_file).expanduser()
+            try:
+                return path.read_text().splitlines()[0].strip()
+            except (OSError, IndexError) as exc:
+                raise ConfigError(f"site '{self.name}': cannot read password_file {path}; "
+                                  "put the password on its first line") from exc
+        raise ConfigError(f"site '{self.name}' needs password_file or password_env")
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    source: str = "synthetic"
+    count: int = 3000
+    partition: str = "iid"
+    seed: int = 0
+    split: str = "train"
+    image_size: int | None = None
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    dataset: str
+    sites: list[SiteConfig]
+    model: str = "auto"
+    rounds: int = 3
+    local_epochs: int = 1
+    batch_size: int = 32
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    fraction: float = 1.0
+    min_sites: int = 1
+    round_timeout: float = 300.0
+    approval_timeout: float = 600.0
+    val_fraction: float = 0.2
+    seed: int = 0
+    run_dir: str = "runs/job"
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    base_dir: Path = field(default=Path("."), compare=False)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.rounds >= 1, f"rounds must be >= 1 (got {self.rounds})"),
+            (self.local_epochs >= 1, f"local_epochs must be >= 1 (got {self.local_epochs})"),
+            (0 < self.fraction <= 1, f"fraction must be in (0, 1] (got {self.fraction})"),
+            (len(self.sites) >= 1, "at least one [[sites]] entry is needed"),
+            (1 <= self.min_sites <= len(self.sites),
+             f"min_sites must be between 1 and the number of sites ({len(self.sites)}), "
+             f"got {self.min_sites}"),
+            (self.round_timeout > 0, f"round_timeout must be > 0 (got {self.round_timeout})"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        names = [s.name for s in self.sites]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"site names must be unique (got {names})")
+
+    @property
+    def run_path(self) -> Path:
+        return (self.base_dir / self.run_dir).resolve()
+
+
+def _build(cls: type, table: dict[str, Any], where: str) -> Any:
+    known = {f.name for f in fields(cls)}
+    unknown = set(table) - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+    try:
+        return cls(**table)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def load_config(path: str | os.PathLike[str]) -> JobConfig:
+    """Read and validate a job file; every problem is one ConfigError naming the key."""
+    file = Path(path)
+    try:
+        raw = tomllib.loads(file.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {file} ({exc.strerror})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file} is not valid TOML ({exc})") from exc
+    job = dict(raw.get("job", {}))
+    if "dataset" not in job:
+        raise ConfigError(f"{file}: [job] needs dataset = \"NAME\"")
+    sites = [_build(SiteConfig, s, f"{file} [[sites]] #{i + 1}")
+             for i, s in enumerate(raw.get("sites", []))]
+    baseline = _build(BaselineConfig, raw.get("baseline", {}), f"{file} [baseline]")
+    job_fields = {f.name for f in fields(JobConfig)} - {"sites", "baseline", "base_dir"}
+    unknown = set(job) - job_fields
+    if unknown:
+        raise ConfigError(f"{file} [job]: unknown key(s) {sorted(unknown)}")
+    return JobConfig(sites=sites, baseline=baseline, base_dir=file.parent.resolve(), **job)

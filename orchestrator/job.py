@@ -1,0 +1,120 @@
+"""A data scientist's federated job, end to end: connect, submit, wait for approval, train.
+
+>>> from orchestrator import FederatedJob, load_config
+>>> job = FederatedJob(load_config("job.toml"))        # doctest: +SKIP
+>>> job.submit()                                        # doctest: +SKIP
+>>> result = job.run()                                  # doctest: +SKIP
+>>> result.summary()                                    # doctest: +SKIP
+
+The run directory is the job's memory: once a job is submitted, running the
+same config again reuses its job id, its requests and approvals, and continues
+after the last completed round.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+
+from domains.training.local import TrainConfig
+from domains.training.models import build_model, default_model
+from domains.training.spec import JobSpec
+from domains.training.weights import get_weights
+from orchestrator.checkpoint import RunDir, RunState
+from orchestrator.config import JobConfig
+from orchestrator.errors import ConfigError, NotApproved
+from orchestrator.result import FederatedResult
+from orchestrator.runner import Federation
+from orchestrator.site import Site, connect_all
+from orchestrator.strategy import FedAvg, Strategy
+from orchestrator.submit import approval_table, submit, wait_for_approval
+
+
+class FederatedJob:
+    """One job over the sites of a :class:`JobConfig`."""
+
+    def __init__(self, config: JobConfig, *, strategy: Strategy | None = None) -> None:
+        self.config = config
+        self.run_dir = RunDir(config.run_path)
+        self.strategy = strategy or FedAvg(fraction=config.fraction, min_sites=config.min_sites,
+                                           seed=config.seed)
+        self._sites: list[Site] | None = None
+
+    @property
+    def sites(self) -> list[Site]:
+        if self._sites is None:
+            self._sites = connect_all(self.config.sites, self.config.base_dir)
+        return self._sites
+
+    def datasets(self) -> pd.DataFrame:
+        """Every dataset on every site, with its public metadata."""
+        return pd.concat([s.datasets() for s in self.sites], ignore_index=True)
+
+    def make_spec(self) -> JobSpec:
+        """The job's constants, sized from the dataset metadata every site publishes."""
+        metas = {s.name: s.metadata(self.config.dataset) for s in self.sites}
+        shapes = {(m["channels"], tuple(m["image_size"]), tuple(m["label_names"]), m["multi_label"])
+                  for m in metas.values()}
+        if len(shapes) != 1:
+            raise ConfigError(f"sites disagree on dataset '{self.config.dataset}' "
+                              f"(channels, size, labels): {metas}")
+        channels, size, names, multi = shapes.pop()
+        c = self.config
+        model = default_model(size[0]) if c.model == "auto" else c.model
+        return JobSpec(
+            dataset=c.dataset, model=model, in_channels=channels, num_classes=len(names),
+            image_size=size[0], multi_label=multi, rounds=c.rounds, val_fraction=c.val_fraction,
+            split_seed=c.seed,
+            train=TrainConfig(epochs=c.local_epochs, batch_size=c.batch_size,
+                              optimizer=c.optimizer, lr=c.lr, seed=c.seed),
+        )
+
+    def state(self) -> RunState | None:
+        return self.run_dir.load_state() if self.run_dir.exists() else None
+
+    def submit(self) -> pd.DataFrame:
+        """Send one code request per site (once per run directory); returns their status."""
+        state = self.state()
+        if state is None:
+            spec = self.make_spec()
+            state = RunState(spec)
+            state.submissions = [submit(s, spec, self.run_dir.path) for s in self.sites]
+            self.run_dir.save_state(state)
+        return approval_table(self.sites, state.submissions)
+
+    def wait_for_approval(self, *, timeout: float | None = None,
+                          on_update: Callable[[pd.DataFrame], None] | None = None) -> pd.DataFrame:
+        state = self.state()
+        if state is None:
+            raise NotApproved("nothing submitted yet; call submit() first")
+        return wait_for_approval(self.sites, state.submissions,
+                                 timeout=self.config.approval_timeout if timeout is None else timeout,
+                                 on_update=on_update)
+
+    def run(self, *, progress: bool = True, on_round: Callable[[pd.DataFrame], None] | None = None
+            ) -> FederatedResult:
+        state = self.state()
+        if state is None:
+            raise NotApproved("nothing submitted yet; call submit() first")
+        spec = state.spec
+        initial = get_weights(build_model(spec.model, in_channels=spec.in_channels,
+                                          num_classes=spec.num_classes, image_size=spec.image_size,
+                                          seed=spec.train.seed))
+        federation = Federation(self.sites, state, self.run_dir, self.strategy,
+                                round_timeout=self.config.round_timeout, on_round=on_round)
+        started = time.perf_counter()
+        weights = federation.run(initial, progress=progress)
+        return FederatedResult(spec=spec, weights=weights, history=federation.history(),
+                               metrics=federation.metrics(), timing=federation.timing(),
+                               wall_seconds=time.perf_counter() - started,
+                               run_dir=self.run_dir.path)
+
+    def result(self) -> FederatedResult | Any:
+        """The stored result of a finished run, without contacting any site."""
+        state = self.state()
+        if state is None or not state.finished:
+            return None
+        return FederatedResult.load(self.run_dir.path, state.spec)

@@ -1,0 +1,81 @@
+"""What a federated run gives back: tables, a plot, and the final model.
+
+``metrics`` has one row per evaluated global model and site, plus a ``pooled``
+row per model (loss and accuracy weighted by validation size, ROC-AUC from the
+sites' summed score histograms). ``history`` has one row per round and site,
+including skipped sites and why. ``timing`` breaks each round down.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from domains.training.models import build_model
+from domains.training.spec import JobSpec
+from domains.training.weights import Weights, set_weights
+
+
+@dataclass
+class FederatedResult:
+    spec: JobSpec
+    weights: Weights
+    history: pd.DataFrame
+    metrics: pd.DataFrame
+    timing: pd.DataFrame
+    wall_seconds: float
+    run_dir: Path
+
+    @classmethod
+    def load(cls, run_dir: Path, spec: JobSpec) -> FederatedResult:
+        def frame(name: str) -> pd.DataFrame:
+            path = run_dir / f"{name}.csv"
+            return pd.read_csv(path) if path.exists() else pd.DataFrame()
+
+        with np.load(run_dir / f"global-{spec.rounds}.npz") as npz:
+            weights = {k: npz[k] for k in npz.files}
+        return cls(spec, weights, frame("history"), frame("metrics"), frame("timing"),
+                   float("nan"), run_dir)
+
+    def final_model(self) -> object:
+        model = build_model(self.spec.model, in_channels=self.spec.in_channels,
+                            num_classes=self.spec.num_classes, image_size=self.spec.image_size)
+        set_weights(model, self.weights)
+        return model
+
+    def pooled(self) -> pd.DataFrame:
+        """Pooled validation metrics per global model (round 0 = the initial model)."""
+        rows = self.metrics[self.metrics["site"] == "pooled"]
+        return rows.drop(columns="site").set_index("model_round")
+
+    def summary(self) -> dict[str, float]:
+        last = self.pooled().iloc[-1]
+        return {"accuracy": float(last["accuracy"]), "auc": float(last["auc"]),
+                "loss": float(last["loss"]), "wall_s": self.wall_seconds}
+
+    def plot(self, path: str | Path | None = None) -> Path:
+        """Accuracy and ROC-AUC per round, pooled and per site; saved as PNG."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+        for ax, metric in zip(axes, ("accuracy", "auc", "loss"), strict=True):
+            for site, rows in self.metrics.groupby("site"):
+                pooled = site == "pooled"
+                ax.plot(rows["model_round"], rows[metric], marker="o" if pooled else ".",
+                        linewidth=2.5 if pooled else 1, alpha=1 if pooled else 0.6, label=site)
+            ax.set_xlabel("round (0 = initial model)")
+            ax.set_title(f"validation {metric}")
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=8)
+        fig.suptitle(f"federated {self.spec.model} on '{self.spec.dataset}' (job {self.spec.job_id})")
+        fig.tight_layout()
+        out = Path(path) if path is not None else self.run_dir / "curves.png"
+        fig.savefig(out, dpi=110)
+        plt.close(fig)
+        return out

@@ -1,0 +1,207 @@
+"""Run the rounds of an approved job across datasites, in parallel, with checkpoints.
+
+Round r sends the global model to the selected sites at once; each site first
+evaluates it on its validation split (metrics for model r-1) and then trains it
+(update r). A site that errors or misses ``round_timeout`` is skipped for that
+round and recorded; the round aggregates what arrived if at least ``min_sites``
+sites succeeded, else the job stops with :class:`QuorumLost`. After R rounds
+one more call evaluates the final model. Every round ends with a checkpoint, so
+``run`` called again on the same run directory continues after the last
+completed round (datasites replay, never recompute, a call they already ran).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ALL_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from domains.training.evaluate import EvalResult, pool
+from domains.training.weights import Weights, weights_nbytes
+from orchestrator.checkpoint import RunDir, RunState
+from orchestrator.errors import QuorumLost
+from orchestrator.site import Site, quiet
+from orchestrator.strategy import Strategy
+
+SITE_COLUMNS = ["round", "site", "status", "error", "train_loss", "n_train", "train_s",
+                "eval_s", "site_s", "call_s"]
+METRIC_COLUMNS = ["model_round", "site", "n", "loss", "accuracy", "auc"]
+
+
+@dataclass
+class CallOutcome:
+    site: str
+    status: str  # "ok" | "error" | "timeout"
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+    call_s: float = 0.0
+
+
+def call_site(site: Site, spec_function: str, labels: Any, job: dict[str, Any],
+              payload: dict[str, Any]) -> CallOutcome:
+    """One round trip: upload the payload, run the approved function, fetch the result.
+
+    *labels* is the bound asset, or a callable that fetches it (so that a site that
+    went down fails here, inside the guarded call, not before the round starts).
+    """
+    t0 = time.perf_counter()
+    try:
+        with quiet():
+            import syft as sy
+
+            if callable(labels):
+                labels = labels()
+
+            pointer = sy.ActionObject.from_obj(payload).send(site.client)
+            function = getattr(site.client.code, spec_function)
+            result = function(labels=labels, job=job, payload=pointer)
+            value = result.get() if hasattr(result, "get") else result
+    except Exception as exc:  # PySyft raises its own exception types for refusals
+        return CallOutcome(site.name, "error", error=f"{type(exc).__name__}: {exc}".splitlines()[0],
+                           call_s=time.perf_counter() - t0)
+    elapsed = time.perf_counter() - t0
+    if not isinstance(value, dict):
+        return CallOutcome(site.name, "error", error=f"unexpected result {type(value).__name__}",
+                           call_s=elapsed)
+    if "error" in value:
+        err = value["error"]
+        return CallOutcome(site.name, "error", error=f"{err['type']}: {err['message']}",
+                           call_s=elapsed)
+    return CallOutcome(site.name, "ok", result=value, call_s=elapsed)
+
+
+class Federation:
+    """Drives an approved job to completion over a set of connected sites."""
+
+    def __init__(self, sites: list[Site], state: RunState, run_dir: RunDir, strategy: Strategy,
+                 *, round_timeout: float, on_round: Callable[[pd.DataFrame], None] | None = None
+                 ) -> None:
+        self.sites = {s.name: s for s in sites}
+        self.state = state
+        self.run_dir = run_dir
+        self.strategy = strategy
+        self.round_timeout = round_timeout
+        self.on_round = on_round
+        self.functions = {s.site: s.function for s in state.submissions}
+        self._labels: dict[str, Any] = {}
+        self.site_rows = run_dir.load_frame("history").to_dict("records")
+        self.metric_rows = run_dir.load_frame("metrics").to_dict("records")
+        self.timing_rows = run_dir.load_frame("timing").to_dict("records")
+
+    def _labels_of(self, name: str) -> Any:
+        if name not in self._labels:
+            self._labels[name] = self.sites[name].asset(self.state.spec.dataset, "labels")
+        return self._labels[name]
+
+    # -- one call on many sites -----------------------------------------------------
+    def _call_many(self, names: list[str], call: int, weights: Weights) -> list[CallOutcome]:
+        payload = {"call": call, "weights": weights}
+        job = self.state.spec.to_dict()
+        pool_ = ThreadPoolExecutor(max_workers=len(names))
+        futures = {
+            pool_.submit(call_site, self.sites[n], self.functions[n],
+                         lambda n=n: self._labels_of(n), job, payload): n
+            for n in names
+        }
+        done, _ = wait(futures, timeout=self.round_timeout, return_when=ALL_COMPLETED)
+        pool_.shutdown(wait=False, cancel_futures=True)  # stragglers finish in the background
+        outcomes = []
+        for future, name in futures.items():
+            if future in done:
+                outcomes.append(future.result())
+            else:
+                outcomes.append(CallOutcome(name, "timeout",
+                                            error=f"no answer within {self.round_timeout:.0f} s",
+                                            call_s=self.round_timeout))
+        return outcomes
+
+    def _record_metrics(self, model_round: int, outcomes: list[CallOutcome]) -> None:
+        results = []
+        for o in outcomes:
+            if o.status != "ok":
+                continue
+            ev = EvalResult.from_dict(o.result["eval"])
+            results.append(ev)
+            self.metric_rows.append({"model_round": model_round, "site": o.site, "n": ev.n,
+                                     "loss": ev.loss, "accuracy": ev.accuracy, "auc": ev.auc})
+        if results:
+            pooled = pool(results)
+            self.metric_rows.append({"model_round": model_round, "site": "pooled", "n": pooled.n,
+                                     "loss": pooled.loss, "accuracy": pooled.accuracy,
+                                     "auc": pooled.auc})
+
+    # -- rounds ---------------------------------------------------------------------------
+    def _round(self, r: int, weights: Weights) -> Weights:
+        t0 = time.perf_counter()
+        names = self.strategy.select(r, list(self.sites))
+        outcomes = self._call_many(names, r, weights)
+        wall = time.perf_counter() - t0
+        for o in outcomes:
+            res = o.result
+            self.site_rows.append({"round": r, "site": o.site, "status": o.status, "error": o.error,
+                                   "train_loss": res.get("train_loss"), "n_train": res.get("n_train"),
+                                   "train_s": res.get("train_seconds"), "eval_s": res.get("eval_seconds"),
+                                   "site_s": res.get("site_seconds"), "call_s": o.call_s})
+        self._record_metrics(r - 1, outcomes)
+        ok = [o for o in outcomes if o.status == "ok" and o.result.get("weights")]
+        if len(ok) < self.strategy.min_sites:
+            self._save(r - 1, weights)
+            failed = "; ".join(f"{o.site}: {o.error}" for o in outcomes if o.status != "ok")
+            raise QuorumLost(f"round {r}: only {len(ok)} of {len(names)} sites succeeded, "
+                             f"{self.strategy.min_sites} needed ({failed}); "
+                             "fix the sites and run again to resume from round "
+                             f"{self.state.completed_round + 1}")
+        t1 = time.perf_counter()
+        new = self.strategy.aggregate([(o.result["weights"], int(o.result["n_train"])) for o in ok])
+        agg_s = time.perf_counter() - t1
+        self.timing_rows.append({
+            "round": r, "round_s": wall + agg_s, "aggregate_s": agg_s,
+            "slowest_site_compute_s": max((o.result.get("site_seconds") or 0) for o in ok),
+            "max_train_s": max((o.result.get("train_seconds") or 0) for o in ok),
+            "model_MB": weights_nbytes(new) / 2**20, "sites_ok": len(ok), "sites_asked": len(names),
+        })
+        self.state.completed_round = r
+        self._save(r, new)
+        return new
+
+    def _save(self, r: int, weights: Weights) -> None:
+        self.run_dir.save_weights(r, weights)
+        self.run_dir.save_frame("history", pd.DataFrame(self.site_rows, columns=SITE_COLUMNS))
+        self.run_dir.save_frame("metrics", pd.DataFrame(self.metric_rows, columns=METRIC_COLUMNS))
+        self.run_dir.save_frame("timing", pd.DataFrame(self.timing_rows))
+        self.run_dir.save_state(self.state)
+        if self.on_round is not None:
+            self.on_round(self.metrics())
+
+    def run(self, initial: Weights, *, progress: bool = True) -> Weights:
+        spec = self.state.spec
+        start = self.state.completed_round
+        weights = self.run_dir.load_weights(start) if start else initial
+        if start == 0:
+            self.run_dir.save_weights(0, initial)
+        bar = tqdm(total=spec.rounds, initial=start, desc="rounds", unit="round",
+                   disable=not progress)
+        for r in range(start + 1, spec.rounds + 1):
+            weights = self._round(r, weights)
+            bar.update(1)
+        bar.close()
+        if not self.state.finished:
+            final = self._call_many(list(self.sites), spec.rounds + 1, weights)
+            self._record_metrics(spec.rounds, final)
+            self.state.finished = True
+            self._save(spec.rounds, weights)
+        return weights
+
+    def history(self) -> pd.DataFrame:
+        return pd.DataFrame(self.site_rows, columns=SITE_COLUMNS)
+
+    def metrics(self) -> pd.DataFrame:
+        return pd.DataFrame(self.metric_rows, columns=METRIC_COLUMNS)
+
+    def timing(self) -> pd.DataFrame:
+        return pd.DataFrame(self.timing_rows)

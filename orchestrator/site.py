@@ -1,0 +1,113 @@
+"""One datasite as a data scientist sees it: a logged-in PySyft client and what it may read.
+
+A scientist sees dataset names, their public metadata (size, label schema,
+image size) and mocks; never private data. :func:`connect_all` logs in to every
+site of a job in parallel, since each login costs about a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import urllib.request
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from domains.metadata import parse_metadata
+from orchestrator.config import SiteConfig
+from orchestrator.errors import SiteUnavailable
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Keep PySyft's banners and warnings out of the scientist's output."""
+    if os.environ.get("MEDSYFT_VERBOSE"):
+        yield
+        return
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        previous = logging.root.manager.disable
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(previous)
+
+
+def healthy(url: str, timeout: float = 3.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/api/v2/metadata", timeout=timeout) as resp:  # noqa: S310
+            return bool(json.loads(resp.read()).get("name"))
+    except (OSError, ValueError):
+        return False
+
+
+@dataclass
+class Site:
+    """A datasite the scientist is logged in to."""
+
+    name: str
+    url: str
+    client: Any
+
+    @classmethod
+    def connect(cls, config: SiteConfig, base: Path) -> Site:
+        if not healthy(config.url):
+            raise SiteUnavailable(f"site '{config.name}' does not answer at {config.url}; "
+                                  "is its datasite running?")
+        password = config.password(base)
+        try:
+            with quiet():
+                import syft as sy
+
+                client = sy.login(url=config.url, email=config.email, password=password)
+        except Exception as exc:
+            raise SiteUnavailable(f"site '{config.name}': login as {config.email} failed "
+                                  f"({exc}); check the credentials") from exc
+        return cls(config.name, config.url, client)
+
+    def healthy(self) -> bool:
+        return healthy(self.url)
+
+    def datasets(self) -> pd.DataFrame:
+        rows = []
+        with quiet():
+            for ds in self.client.datasets:
+                meta = parse_metadata(ds.description)
+                rows.append({"site": self.name, "dataset": ds.name, "images": meta.get("n"),
+                             "image_size": meta.get("image_size"), "channels": meta.get("channels"),
+                             "labels": meta.get("label_names"), "synthetic": meta.get("synthetic")})
+        return pd.DataFrame(rows)
+
+    def metadata(self, dataset: str) -> dict[str, Any]:
+        with quiet():
+            names = [d.name for d in self.client.datasets]
+            if dataset not in names:
+                raise SiteUnavailable(f"site '{self.name}' has no dataset '{dataset}' "
+                                      f"(it has: {', '.join(names) or 'none'})")
+            return parse_metadata(self.client.datasets[dataset].description)
+
+    def asset(self, dataset: str, name: str) -> Any:
+        with quiet():
+            return self.client.datasets[dataset].assets[name]
+
+    def mock(self, dataset: str) -> tuple[np.ndarray, np.ndarray]:
+        """The public mock images and labels: shaped like the private data, made of none of it."""
+        with quiet():
+            assets = self.client.datasets[dataset].assets
+            return np.asarray(assets["images"].mock), np.asarray(assets["labels"].mock)
+
+
+def connect_all(configs: list[SiteConfig], base: Path) -> list[Site]:
+    with ThreadPoolExecutor(max(1, len(configs))) as pool:
+        return list(pool.map(lambda c: Site.connect(c, base), configs))

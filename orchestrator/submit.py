@@ -1,0 +1,128 @@
+"""Submit one code request per datasite and wait for the data owners' decisions.
+
+The submitted function is deliberately tiny: it binds the dataset's ``labels``
+asset, takes the whole job description as a ``sy.Constant`` (fixed at approval)
+and the per-round global model as the only scientist-owned input, and hands all
+three to the datasite's installed medsyft runtime. The source is written to
+``RUN_DIR/submitted/`` (PySyft reads a function's source file), which also
+keeps a record of exactly what each owner was asked to approve.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from domains.training.spec import JobSpec
+from orchestrator.errors import NotApproved
+from orchestrator.site import Site, quiet
+
+TEMPLATE = '''"""medsyft federated job {job_id}: submitted to every datasite of the federation."""
+import syft as sy
+from syft.service.policy.policy import OutputPolicyExecuteCount
+
+
+@sy.syft_function(
+    input_policy=sy.MixedInputPolicy(
+        client=client, labels=labels_asset, job=sy.Constant(val=job_spec), payload=dict
+    ),
+    output_policy=OutputPolicyExecuteCount(limit={limit}),
+)
+def {function}(labels, job, payload):
+    """Evaluate the incoming global model on this site's validation split, then train it
+    on the training split with the approved job constants; return its weights and
+    aggregate metrics. The logic is the datasite's installed medsyft runtime."""
+    from domains.training.runtime import run_task
+
+    return run_task(labels, job, payload)
+'''
+
+
+@dataclass
+class Submission:
+    site: str
+    request_id: str
+    function: str
+
+
+def _build_function(site: Site, spec: JobSpec, folder: Path) -> Any:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{spec.function_name}.py"
+    path.write_text(TEMPLATE.format(job_id=spec.job_id, function=spec.function_name,
+                                    limit=spec.max_calls))
+    module_spec = importlib.util.spec_from_file_location(f"{spec.function_name}_{site.name}", path)
+    assert module_spec is not None and module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    module.client = site.client  # type: ignore[attr-defined]
+    module.labels_asset = site.asset(spec.dataset, "labels")  # type: ignore[attr-defined]
+    module.job_spec = spec.to_dict()  # type: ignore[attr-defined]
+    with quiet():
+        module_spec.loader.exec_module(module)
+    return getattr(module, spec.function_name)
+
+
+def submit(site: Site, spec: JobSpec, run_dir: Path) -> Submission:
+    """Create the code request for *spec* on *site*."""
+    function = _build_function(site, spec, run_dir / "submitted")
+    with quiet():
+        request = site.client.code.request_code_execution(function)
+    if not hasattr(request, "id"):
+        raise NotApproved(f"site '{site.name}' refused the submission: {request}")
+    return Submission(site.name, str(request.id), spec.function_name)
+
+
+def _status(site: Site, request_id: str) -> tuple[str, str]:
+    with quiet():
+        for request in site.client.requests:
+            if str(request.id) == request_id:
+                status = str(request.status).rsplit(".", 1)[-1].lower()
+                reason = ""
+                if status == "rejected":
+                    reason = str(getattr(request, "deny_reason", "") or "")
+                return status, reason
+    return "missing", ""
+
+
+def approval_table(sites: list[Site], submissions: list[Submission]) -> pd.DataFrame:
+    by_name = {s.name: s for s in sites}
+    rows = []
+    for sub in submissions:
+        status, reason = _status(by_name[sub.site], sub.request_id)
+        rows.append({"site": sub.site, "request": sub.request_id, "status": status,
+                     "reason": reason})
+    return pd.DataFrame(rows)
+
+
+def wait_for_approval(
+    sites: list[Site],
+    submissions: list[Submission],
+    *,
+    timeout: float,
+    poll: float = 2.0,
+    on_update: Callable[[pd.DataFrame], None] | None = None,
+) -> pd.DataFrame:
+    """Block until every site approved; NotApproved on a denial or when *timeout* passes."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        table = approval_table(sites, submissions)
+        if on_update is not None and table.to_string() != last:
+            on_update(table)
+            last = table.to_string()
+        denied = table[table["status"] == "rejected"]
+        if not denied.empty:
+            row = denied.iloc[0]
+            raise NotApproved(f"site '{row['site']}' denied the job: {row['reason'] or 'no reason'}")
+        if (table["status"] == "approved").all():
+            return table
+        if time.monotonic() > deadline:
+            pending = ", ".join(table.loc[table["status"] != "approved", "site"])
+            raise NotApproved(f"not approved within {timeout:.0f} s by: {pending}; "
+                              "ask those data owners to review, then run again (it resumes)")
+        time.sleep(poll)
