@@ -1,40 +1,19 @@
 """Log in to a running datasite as its admin, using the credentials in its data directory.
 
-PySyft prints banners, progress bars and warnings to stdout on most calls; a
-data owner's terminal should show medsyft's tables, so :func:`quiet` swallows
-them (they stay visible with ``MEDSYFT_VERBOSE=1``).
+PySyft's own output is kept out of the owner's terminal by :func:`domains.quiet.quiet`
+(re-exported here for the modules that already import it from this one).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import os
-import warnings
-from collections.abc import Iterator
 from typing import Any
 
 from domains.datadir import DataDir
 from domains.errors import DatasiteNotRunning
 from domains.lifecycle import metadata
+from domains.quiet import quiet
 
-
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Silence PySyft's stdout chatter and warnings inside the block."""
-    if os.environ.get("MEDSYFT_VERBOSE"):
-        yield
-        return
-    sink = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(sink):
-        warnings.simplefilter("ignore")
-        previous = logging.root.manager.disable
-        logging.disable(logging.WARNING)
-        try:
-            yield
-        finally:
-            logging.disable(previous)
+__all__ = ["admin_client", "quiet", "require_running"]
 
 
 def require_running(data_dir: DataDir) -> str:

@@ -29,6 +29,8 @@ What is flagged, and how seriously:
   image (predictions, per-sample losses, a list built one image at a time).
 * ``model-weights`` (info): the function returns weights of a model trained on
   the data. Weights can memorise images; differential privacy bounds this.
+* ``medsyft-runtime`` (info): the code calls medsyft's own installed training
+  runtime; the flag says what that runtime returns (weights and aggregates).
 * ``syntax`` (high): the code does not parse, so it could not be reviewed.
 * ``function-missing`` (medium): the function to check was not found, so its
   return values were not checked.

@@ -71,6 +71,19 @@ def _no_axis(call: ast.Call) -> bool:
     )
 
 
+# Entry points of medsyft's own installed code that approved jobs call. What they return
+# is fixed by the hospital's installed package, not by the submitted code: model weights
+# and aggregate metrics, never per-image values. Review names them instead of flagging.
+TRUSTED_RUNTIMES: dict[str, str] = {
+    "domains.training.runtime.run_task": (
+        "runs medsyft's installed federated-training runtime with the job constant shown "
+        "above: each call evaluates then trains the incoming model and returns its weights "
+        "(weights can memorise images; differential privacy bounds this) and aggregate "
+        "validation metrics (counts, loss, accuracy, ROC-AUC, score histograms)"
+    ),
+}
+
+
 def is_reducer(node: ast.Call, qual: str | None, method: str | None) -> bool:
     """Whether the call summarises all its input into one statistic.
 
@@ -80,6 +93,8 @@ def is_reducer(node: ast.Call, qual: str | None, method: str | None) -> bool:
     if method is not None:
         return method in _REDUCER_METHODS and not node.args and _no_axis(node)
     qual = qual or ""
+    if qual in TRUSTED_RUNTIMES:
+        return True
     module, _, name = qual.rpartition(".")
     if qual in _WHOLE_REDUCERS or module == "statistics":
         return True

@@ -19,6 +19,7 @@ import builtins
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from domains.review_calls import TRUSTED_RUNTIMES
 from domains.review_names import SourceContext, literal_str, snippet
 
 SEVERITIES = ("high", "medium", "info")
@@ -223,6 +224,9 @@ def _reference_flags(node: ast.AST, ctx: SourceContext) -> Iterator[Flag]:
 def _call_flags(call: ast.Call, ctx: SourceContext) -> Iterator[Flag]:
     qual = ctx.qual(call.func)
     method = call.func.attr if isinstance(call.func, ast.Attribute) else None
+    if qual in TRUSTED_RUNTIMES:
+        yield Flag("medsyft-runtime", "info", call.lineno,
+                   f"calls {qual}: {TRUSTED_RUNTIMES[qual]} (line {call.lineno})")
     if qual in _OPENERS:
         yield from _open_mode_flags(call, qual, *_OPENERS[qual])
     elif qual == "os.open":

@@ -22,14 +22,14 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from domains.training.evaluate import EvalResult, pool
-from domains.training.weights import Weights, weights_nbytes
+from domains.training.weights import Layout, Weights, flatten, unflatten, weights_nbytes
 from orchestrator.checkpoint import RunDir, RunState
 from orchestrator.errors import QuorumLost
 from orchestrator.site import Site, quiet
 from orchestrator.strategy import Strategy
 
 SITE_COLUMNS = ["round", "site", "status", "error", "train_loss", "n_train", "train_s",
-                "eval_s", "site_s", "call_s"]
+                "eval_s", "site_s", "upload_s", "execute_s", "get_s", "call_s"]
 METRIC_COLUMNS = ["model_round", "site", "n", "loss", "accuracy", "auc"]
 
 
@@ -40,6 +40,7 @@ class CallOutcome:
     result: dict[str, Any] = field(default_factory=dict)
     error: str = ""
     call_s: float = 0.0
+    legs: dict[str, float] = field(default_factory=dict)  # upload_s, execute_s, get_s
 
 
 def call_site(site: Site, spec_function: str, labels: Any, job: dict[str, Any],
@@ -57,10 +58,15 @@ def call_site(site: Site, spec_function: str, labels: Any, job: dict[str, Any],
             if callable(labels):
                 labels = labels()
 
+            t_up = time.perf_counter()
             pointer = sy.ActionObject.from_obj(payload).send(site.client)
+            t_exec = time.perf_counter()
             function = getattr(site.client.code, spec_function)
             result = function(labels=labels, job=job, payload=pointer)
+            t_get = time.perf_counter()
             value = result.get() if hasattr(result, "get") else result
+            t_end = time.perf_counter()
+        legs = {"upload_s": t_exec - t_up, "execute_s": t_get - t_exec, "get_s": t_end - t_get}
     except Exception as exc:  # PySyft raises its own exception types for refusals
         return CallOutcome(site.name, "error", error=f"{type(exc).__name__}: {exc}".splitlines()[0],
                            call_s=time.perf_counter() - t0)
@@ -72,7 +78,7 @@ def call_site(site: Site, spec_function: str, labels: Any, job: dict[str, Any],
         err = value["error"]
         return CallOutcome(site.name, "error", error=f"{err['type']}: {err['message']}",
                            call_s=elapsed)
-    return CallOutcome(site.name, "ok", result=value, call_s=elapsed)
+    return CallOutcome(site.name, "ok", result=value, call_s=elapsed, legs=legs)
 
 
 class Federation:
@@ -89,6 +95,7 @@ class Federation:
         self.on_round = on_round
         self.functions = {s.site: s.function for s in state.submissions}
         self._labels: dict[str, Any] = {}
+        self.layout: Layout = []
         self.site_rows = run_dir.load_frame("history").to_dict("records")
         self.metric_rows = run_dir.load_frame("metrics").to_dict("records")
         self.timing_rows = run_dir.load_frame("timing").to_dict("records")
@@ -100,7 +107,9 @@ class Federation:
 
     # -- one call on many sites -----------------------------------------------------
     def _call_many(self, names: list[str], call: int, weights: Weights) -> list[CallOutcome]:
-        payload = {"call": call, "weights": weights}
+        # One float32 vector: PySyft serializes it far faster than a dict of many arrays.
+        vector, self.layout = flatten(weights)
+        payload = {"call": call, "weights": vector}
         job = self.state.spec.to_dict()
         pool_ = ThreadPoolExecutor(max_workers=len(names))
         futures = {
@@ -146,9 +155,10 @@ class Federation:
             self.site_rows.append({"round": r, "site": o.site, "status": o.status, "error": o.error,
                                    "train_loss": res.get("train_loss"), "n_train": res.get("n_train"),
                                    "train_s": res.get("train_seconds"), "eval_s": res.get("eval_seconds"),
-                                   "site_s": res.get("site_seconds"), "call_s": o.call_s})
+                                   "site_s": res.get("site_seconds"), **o.legs,
+                                   "call_s": o.call_s})
         self._record_metrics(r - 1, outcomes)
-        ok = [o for o in outcomes if o.status == "ok" and o.result.get("weights")]
+        ok = [o for o in outcomes if o.status == "ok" and o.result.get("weights") is not None]
         if len(ok) < self.strategy.min_sites:
             self._save(r - 1, weights)
             failed = "; ".join(f"{o.site}: {o.error}" for o in outcomes if o.status != "ok")
@@ -157,12 +167,18 @@ class Federation:
                              "fix the sites and run again to resume from round "
                              f"{self.state.completed_round + 1}")
         t1 = time.perf_counter()
-        new = self.strategy.aggregate([(o.result["weights"], int(o.result["n_train"])) for o in ok])
+        new = self.strategy.aggregate([(unflatten(o.result["weights"], self.layout),
+                                        int(o.result["n_train"])) for o in ok])
         agg_s = time.perf_counter() - t1
+        slowest = max(ok, key=lambda o: o.call_s)
         self.timing_rows.append({
-            "round": r, "round_s": wall + agg_s, "aggregate_s": agg_s,
-            "slowest_site_compute_s": max((o.result.get("site_seconds") or 0) for o in ok),
-            "max_train_s": max((o.result.get("train_seconds") or 0) for o in ok),
+            "round": r, "round_s": wall + agg_s,
+            "train_s": max((o.result.get("train_seconds") or 0) for o in ok),
+            "site_compute_s": max((o.result.get("site_seconds") or 0) for o in ok),
+            "upload_s": slowest.legs.get("upload_s"), "execute_s": slowest.legs.get("execute_s"),
+            "get_s": slowest.legs.get("get_s"), "aggregate_s": agg_s,
+            "round_per_train": (wall + agg_s) / max(1e-9, max(
+                (o.result.get("train_seconds") or 0) for o in ok)),
             "model_MB": weights_nbytes(new) / 2**20, "sites_ok": len(ok), "sites_asked": len(names),
         })
         self.state.completed_round = r

@@ -7,14 +7,8 @@ site of a job in parallel, since each login costs about a second.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import logging
-import os
 import urllib.request
-import warnings
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,24 +18,9 @@ import numpy as np
 import pandas as pd
 
 from domains.metadata import parse_metadata
+from domains.quiet import quiet
 from orchestrator.config import SiteConfig
 from orchestrator.errors import SiteUnavailable
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Keep PySyft's banners and warnings out of the scientist's output."""
-    if os.environ.get("MEDSYFT_VERBOSE"):
-        yield
-        return
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        previous = logging.root.manager.disable
-        logging.disable(logging.WARNING)
-        try:
-            yield
-        finally:
-            logging.disable(previous)
 
 
 def healthy(url: str, timeout: float = 3.0) -> bool:

@@ -28,10 +28,15 @@ from domains.training.errors import ExecutionLimitReached
 _WEIGHT_PREFIX = "w::"
 
 
+_FLAT = "__flat__"  # weights sent as one flattened vector come back the same way
+
+
 def _save_result(path: Path, result: dict[str, Any]) -> None:
-    weights = result.get("weights") or {}
+    weights = result.get("weights")
+    if isinstance(weights, np.ndarray):
+        weights = {_FLAT: weights}
     meta = {k: v for k, v in result.items() if k != "weights"}
-    arrays = {f"{_WEIGHT_PREFIX}{k}": v for k, v in weights.items()}
+    arrays = {f"{_WEIGHT_PREFIX}{k}": v for k, v in (weights or {}).items()}
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     try:
         os.fchmod(fd, 0o600)
@@ -47,7 +52,7 @@ def _load_result(path: Path) -> dict[str, Any]:
     with np.load(path, allow_pickle=False) as npz:
         result: dict[str, Any] = json.loads(str(npz["__meta__"]))
         weights = {k[len(_WEIGHT_PREFIX):]: npz[k] for k in npz.files if k.startswith(_WEIGHT_PREFIX)}
-    result["weights"] = weights or None
+    result["weights"] = weights.get(_FLAT, weights) if weights else None
     return result
 
 

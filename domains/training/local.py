@@ -178,7 +178,7 @@ def train_local(
     """Train ``model`` in place on one site's images and report aggregates.
 
     Cross-entropy for multi-class labels ``(N,)``, BCE-with-logits for multi-label ``(N, K)``.
-    The model's train/eval mode is restored afterwards.
+    The model's train/eval mode is restored afterwards, also when training fails.
 
     Raises:
         TrainConfigError: for an invalid ``config``.
@@ -189,35 +189,50 @@ def train_local(
     check_arrays(images, labels, multi_label=multi_label)
     pixels = torch.from_numpy(images if images.flags.writeable else images.copy())
     targets = label_tensor(labels, multi_label=multi_label)
-    loss_fn = nn.BCEWithLogitsLoss() if multi_label else nn.CrossEntropyLoss()
-    was_training, start, n = model.training, time.perf_counter(), len(images)
+    was_training, start = model.training, time.perf_counter()
     model.train()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)  # dropout and other random layers, if any
+            mean_loss, steps = _run_epochs(model, pixels, targets, labels, config, multi_label)
+    finally:
+        model.train(was_training)
+    return LocalResult(
+        n_samples=len(images), mean_loss=mean_loss, steps=steps, seconds=time.perf_counter() - start
+    )
+
+
+def _run_epochs(
+    model: nn.Module,
+    pixels: torch.Tensor,
+    targets: torch.Tensor,
+    labels: np.ndarray,
+    config: TrainConfig,
+    multi_label: bool,
+) -> tuple[float, int]:
+    """The training loop; returns the last epoch's mean loss and the number of steps."""
+    loss_fn = nn.BCEWithLogitsLoss() if multi_label else nn.CrossEntropyLoss()
     optimizer = _optimizer(model, config)
     shuffle = torch.Generator().manual_seed(config.seed)
-    steps, epoch_loss = 0, torch.zeros((), dtype=torch.float64)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        for epoch in range(config.epochs):
-            epoch_loss.zero_()
-            for idx in torch.randperm(n, generator=shuffle).split(config.batch_size):
-                logits = model(pixels[idx].float().div_(255.0))
-                if steps == 0:
-                    check_logits(logits, labels, multi_label=multi_label)
-                loss = loss_fn(logits, targets[idx])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                epoch_loss += loss.detach() * len(idx)
-                steps += 1
-            if not torch.isfinite(epoch_loss):
-                model.train(was_training)
-                raise TrainingError(
-                    f"training loss became {float(epoch_loss)} in epoch {epoch + 1}; lower lr"
-                )
-    model.train(was_training)
-    return LocalResult(
-        n_samples=n, mean_loss=float(epoch_loss) / n, steps=steps, seconds=time.perf_counter() - start
-    )
+    n, steps, epoch_loss = len(pixels), 0, torch.zeros((), dtype=torch.float64)
+    for epoch in range(config.epochs):
+        epoch_loss.zero_()
+        for idx in torch.randperm(n, generator=shuffle).split(config.batch_size):
+            logits = model(pixels[idx].float().div_(255.0))
+            if steps == 0:
+                check_logits(logits, labels, multi_label=multi_label)
+            loss = loss_fn(logits, targets[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            epoch_loss += loss.detach() * len(idx)  # no .item(): no sync per batch
+            steps += 1
+        if not torch.isfinite(epoch_loss):  # checked per epoch, not per batch, to stay cheap
+            raise TrainingError(
+                f"training loss became {float(epoch_loss)} in epoch {epoch + 1}; lower lr "
+                "(the model's weights are now unusable: load the global weights again)"
+            )
+    return float(epoch_loss) / n, steps
 
 
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

@@ -34,7 +34,7 @@ from domains.training.models import build_model
 from domains.training.spec import JobSpec
 from domains.training.split import train_val_split
 from domains.training.threads import configure_threads
-from domains.training.weights import Weights, get_weights, set_weights
+from domains.training.weights import Weights, flatten, get_weights, set_weights, unflatten
 
 ALLOWED_ERRORS = (TrainingError, MedsyftDomainError)
 
@@ -67,10 +67,14 @@ def _site_data(data_dir: DataDir, spec: JobSpec, bound_labels: np.ndarray) -> _S
     return data
 
 
-def _compute(spec: JobSpec, call: int, data: _SiteData, weights: Weights) -> dict[str, Any]:
+def _compute(spec: JobSpec, call: int, data: _SiteData, weights: Weights | np.ndarray
+             ) -> dict[str, Any]:
     configure_threads()
     model = build_model(spec.model, in_channels=spec.in_channels, num_classes=spec.num_classes,
                         image_size=spec.image_size, seed=spec.train.seed)
+    flat = isinstance(weights, np.ndarray)  # one float32 vector travels faster than a dict
+    if isinstance(weights, np.ndarray):
+        weights = unflatten(weights, flatten(get_weights(model))[1])
     set_weights(model, weights)
     t0 = time.perf_counter()
     metrics = evaluate(model, data.images[data.val_idx], data.labels[data.val_idx],
@@ -83,7 +87,9 @@ def _compute(spec: JobSpec, call: int, data: _SiteData, weights: Weights) -> dic
         config = replace(spec.train, seed=spec.train.seed + call)  # a new shuffle each round
         local = train_local(model, data.images[data.train_idx], data.labels[data.train_idx],
                             config=config, multi_label=spec.multi_label)
-        result.update(task="train", weights=get_weights(model), train_loss=local.mean_loss,
+        trained = get_weights(model)
+        result.update(task="train", weights=flatten(trained)[0] if flat else trained,
+                      train_loss=local.mean_loss,
                       train_seconds=local.seconds, steps=local.steps)
     return result
 

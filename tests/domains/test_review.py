@@ -583,3 +583,23 @@ def test_flag_rejects_unknown_severity() -> None:
 def test_review_docstring_examples_run() -> None:
     for module in (domains.review, domains.review_rules):
         assert doctest.testmod(module).failed == 0
+
+
+def test_review_medsyft_runtime_is_named_not_flagged_per_image() -> None:
+    from orchestrator.submit import TEMPLATE
+
+    source = TEMPLATE.format(job_id="abc", function="medsyft_job_abc", limit=4)
+    flags = review_code(source, asset_args=["labels"], function_name="medsyft_job_abc")
+    assert [f.rule for f in flags] == ["medsyft-runtime"]
+    assert flags[0].severity == "info" and "weights" in flags[0].message
+
+
+def test_review_runtime_does_not_launder_other_returns() -> None:
+    source = (
+        "def f(labels, job, payload):\n"
+        "    from domains.training.runtime import run_task\n"
+        "    run_task(labels, job, payload)\n"
+        "    return labels[:5]\n"
+    )
+    rules = {f.rule for f in review_code(source, asset_args=["labels"])}
+    assert "raw-asset-return" in rules and "medsyft-runtime" in rules

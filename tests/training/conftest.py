@@ -2,11 +2,18 @@
 
 Generating phantoms and training take a few seconds, so both are made once per session and
 shared by the local-training and evaluation tests.
+
+Everything here runs on one torch thread. On a CPU shared with other processes, torch's
+worker threads spend most of their time waiting for each other: 3 epochs of the small CNN
+took 20-35 s on 2 threads and 1.5-3.5 s on 1 thread on the same busy 2-core machine. The
+library leaves the thread count to its caller; here the tests are the caller, and they
+restore the setting so that other test folders run as configured.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -28,10 +35,27 @@ class Trained:
     test: ImageSet
 
 
+@contextmanager
+def single_torch_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    with single_torch_thread():
+        yield
+
+
 @pytest.fixture(scope="session")
-def phantoms(one_thread: None) -> tuple[ImageSet, ImageSet]:
+def phantoms() -> tuple[ImageSet, ImageSet]:
     """1500 training and 600 held-out 28 px chest phantoms (different seeds, so disjoint)."""
-    return generate_chest_phantoms(1500, image_size=28, seed=1), generate_chest_phantoms(600, seed=2)
+    with single_torch_thread():
+        return generate_chest_phantoms(1500, image_size=28, seed=1), generate_chest_phantoms(600, seed=2)
 
 
 @pytest.fixture(scope="session")
@@ -39,19 +63,6 @@ def trained(phantoms: tuple[ImageSet, ImageSet]) -> Trained:
     train, test = phantoms
     model = build_model("small-cnn", in_channels=1, num_classes=2, image_size=28, seed=0)
     config = TrainConfig(epochs=3, batch_size=32, optimizer="adam", lr=1e-3, seed=0)
-    result = train_local(model, train.images, train.labels, config=config)
+    with single_torch_thread():
+        result = train_local(model, train.images, train.labels, config=config)
     return Trained(model, result, train, test)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Run the training tests on one torch thread, restoring the setting afterwards.
-
-    On a CPU shared with other processes, torch's worker threads spend most of their time
-    waiting for each other: 3 epochs of the small CNN took 20-35 s on 2 threads and 1.5-3.5 s
-    on 1 thread on the same busy 2-core machine. The library leaves this choice to its caller.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -141,9 +141,10 @@ def test_train_local_refuses_bad_config_before_training() -> None:
 def test_train_local_bad_arrays_refused(
     images: np.ndarray, labels: np.ndarray, multi_label: bool, message: str
 ) -> None:
-    model = build_model("small-cnn", in_channels=1, num_classes=2, image_size=28)
+    model = build_model("small-cnn", in_channels=1, num_classes=2, image_size=28).eval()
     with pytest.raises(TrainingError, match=message):
         train_local(model, images, labels, config=TrainConfig(), multi_label=multi_label)
+    assert not model.training  # mode restored even when training stops early
 
 
 def test_train_local_diverging_loss_reported() -> None:

@@ -1,0 +1,44 @@
+"""Where a federated round spends its time, three datasites on loopback.
+
+Usage::
+
+    .venv/bin/python benchmarks/round_breakdown.py [--rounds 8]
+
+Runs the demo federation (three real datasites, synthetic phantoms, small CNN)
+and reads the run's ``timing.csv``: per round, the slowest site's training and
+evaluation time inside its datasite, and for that site's call the three legs of
+the PySyft path as the orchestrator sees them (uploading the global model,
+executing the approved function, fetching the result), plus aggregation.
+Reports medians over rounds 2..R (round 1 also pays imports and data loading,
+shown separately). Numbers go to docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--workdir", default="/tmp/medsyft-bench")
+    args = parser.parse_args()
+
+    from medsyft.demo import run
+
+    run(argparse.Namespace(source=None, partition="dirichlet:1.0", seed=0, count=3000,
+                           rounds=args.rounds, local_epochs=2, workdir=args.workdir,
+                           keep_running=False))
+    timing = pd.read_csv(Path(args.workdir) / "run" / "timing.csv")
+    steady = timing[timing["round"] > 1]
+    cols = ["round_s", "train_s", "site_compute_s", "upload_s", "execute_s", "get_s",
+            "aggregate_s", "round_per_train"]
+    table = pd.DataFrame({"round 1": timing[cols].iloc[0], "median of rounds 2..R": steady[cols].median()})
+    print("\n" + table.round(3).to_string())
+
+
+if __name__ == "__main__":
+    main()
