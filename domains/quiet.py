@@ -1,11 +1,13 @@
 """Keep PySyft's banners, progress bars and warnings out of medsyft's output.
 
 PySyft prints on most calls. ``contextlib.redirect_stdout`` would do, except that
-it swaps ``sys.stdout`` for the whole process: when the orchestrator's per-site
-threads enter and leave it out of order, the last one out restores another
-thread's sink and stdout stays swallowed for good. So this is one process-wide,
-reference-counted switch: the first thread in silences, the last thread out
-restores. Shared by ``domains`` and ``orchestrator``; ``MEDSYFT_VERBOSE=1`` turns it off.
+it swaps ``sys.stdout`` for the whole process: the orchestrator calls sites from
+parallel threads, and a call abandoned after a round timeout may sit inside the
+block for minutes, silencing everyone else. So silence is per thread: while any
+thread is inside :func:`quiet`, ``sys.stdout`` is a proxy that drops the writes of
+threads inside the block and passes every other thread's through. Warnings and
+log records below ERROR are process-wide in Python and are muted while any thread
+is inside. Shared by ``domains`` and ``orchestrator``; ``MEDSYFT_VERBOSE=1`` turns it off.
 """
 
 from __future__ import annotations
@@ -17,35 +19,55 @@ import sys
 import threading
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TextIO
 
 _lock = threading.Lock()
-_depth = 0
+_local = threading.local()
+_active = 0
 _saved: dict[str, Any] = {}
+
+
+class _PerThreadStdout:
+    """Forwards to the real stdout, except for threads inside :func:`quiet`."""
+
+    def __init__(self, real: TextIO) -> None:
+        self._real = real
+
+    def write(self, text: str) -> int:
+        if getattr(_local, "depth", 0):
+            return len(text)
+        return self._real.write(text)
+
+    def flush(self) -> None:
+        self._real.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
 
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """Silence stdout, warnings and log records below ERROR inside the block (thread-safe)."""
-    global _depth
+    """Silence this thread's stdout, and warnings and log records below ERROR, in the block."""
+    global _active
     if os.environ.get("MEDSYFT_VERBOSE"):
         yield
         return
     with _lock:
-        if _depth == 0:
+        if _active == 0:
             _saved.update(stdout=sys.stdout, filters=list(warnings.filters),
                           logging=logging.root.manager.disable)
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - closed by the last thread out
+            sys.stdout = _PerThreadStdout(sys.stdout)
             warnings.simplefilter("ignore")
             logging.disable(logging.WARNING)
-        _depth += 1
+        _active += 1
+    _local.depth = getattr(_local, "depth", 0) + 1
     try:
         yield
     finally:
+        _local.depth -= 1
         with _lock:
-            _depth -= 1
-            if _depth == 0:
-                sys.stdout.close()
+            _active -= 1
+            if _active == 0:
                 sys.stdout = _saved["stdout"]
                 warnings.filters[:] = _saved["filters"]  # type: ignore[index]
                 getattr(warnings, "_filters_mutated", lambda: None)()  # as catch_warnings does

@@ -33,3 +33,23 @@ def test_quiet_swallows_output_inside(capsys: object) -> None:
     with quiet():
         print("hidden")
     assert "hidden" not in capsys.readouterr().out  # type: ignore[attr-defined]
+
+
+def test_quiet_in_a_hung_thread_does_not_silence_others(capsys: object) -> None:
+    release = threading.Event()
+    entered = threading.Event()
+
+    def stuck_call() -> None:  # like a site call abandoned after a round timeout
+        with quiet():
+            entered.set()
+            print("noise from the stuck call")
+            release.wait(10)
+
+    worker = threading.Thread(target=stuck_call)
+    worker.start()
+    entered.wait(5)
+    print("round 2 table")  # the main thread keeps talking while the straggler hangs
+    release.set()
+    worker.join()
+    out = capsys.readouterr().out  # type: ignore[attr-defined]
+    assert "round 2 table" in out and "noise" not in out

@@ -162,6 +162,30 @@ def test_resume_runs_each_round_once(federation: dict[str, Any]) -> None:
         assert site_ledger(federation, name, resumed.spec.job_id) == [1, 2, 3, 4]
 
 
+def test_hung_site_times_out_and_the_round_goes_on(federation: dict[str, Any]) -> None:
+    import signal
+
+    from domains.lifecycle import read_pid
+
+    sites = federation["sites"]
+    job = new_job(federation, "hang", rounds=1, min_sites=2, round_timeout=6)
+    job.submit()
+    approve_all(sites)
+    job.wait_for_approval(timeout=30)
+    _ = job.sites
+    pid = read_pid(sites[1].data_dir)
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # the datasite process freezes: its calls hang, not fail
+    try:
+        result = job.run(progress=False)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    h2 = result.history[result.history["site"] == "h2"]
+    assert list(h2["status"]) == ["timeout"] and "no answer within 6 s" in h2["error"].iloc[0]
+    assert (result.history[result.history["site"] != "h2"]["status"] == "ok").all()
+    assert set(result.metrics[result.metrics["model_round"] == 1]["site"]) == {"h1", "h3", "pooled"}
+
+
 def test_stopped_site_is_skipped_then_quorum_stops_the_job(federation: dict[str, Any]) -> None:
     from domains import Datasite
     from orchestrator.errors import QuorumLost
