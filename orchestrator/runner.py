@@ -12,9 +12,9 @@ completed round (datasites replay, never recompute, a call they already ran).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ALL_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,23 +111,28 @@ class Federation:
         vector, self.layout = flatten(weights)
         payload = {"call": call, "weights": vector}
         job = self.state.spec.to_dict()
-        pool_ = ThreadPoolExecutor(max_workers=len(names))
-        futures = {
-            pool_.submit(call_site, self.sites[n], self.functions[n],
-                         lambda n=n: self._labels_of(n), job, payload): n
+        results: dict[str, CallOutcome] = {}
+
+        def ask(name: str) -> None:
+            results[name] = call_site(self.sites[name], self.functions[name],
+                                      lambda: self._labels_of(name), job, payload)
+
+        # Daemon threads, not a ThreadPoolExecutor: PySyft's HTTP calls have no timeout, and an
+        # executor's workers are joined at exit, so a frozen datasite would keep this process
+        # alive forever. An abandoned call to it simply dies with the process.
+        threads = [threading.Thread(target=ask, args=(n,), name=f"medsyft-call-{n}", daemon=True)
+                   for n in names]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + self.round_timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return [
+            results.get(n) or CallOutcome(n, "timeout",
+                                          error=f"no answer within {self.round_timeout:.0f} s",
+                                          call_s=self.round_timeout)
             for n in names
-        }
-        done, _ = wait(futures, timeout=self.round_timeout, return_when=ALL_COMPLETED)
-        pool_.shutdown(wait=False, cancel_futures=True)  # stragglers finish in the background
-        outcomes = []
-        for future, name in futures.items():
-            if future in done:
-                outcomes.append(future.result())
-            else:
-                outcomes.append(CallOutcome(name, "timeout",
-                                            error=f"no answer within {self.round_timeout:.0f} s",
-                                            call_s=self.round_timeout))
-        return outcomes
+        ]
 
     def _record_metrics(self, model_round: int, outcomes: list[CallOutcome]) -> None:
         results = []

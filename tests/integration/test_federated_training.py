@@ -164,6 +164,7 @@ def test_resume_runs_each_round_once(federation: dict[str, Any]) -> None:
 
 def test_hung_site_times_out_and_the_round_goes_on(federation: dict[str, Any]) -> None:
     import signal
+    import threading
 
     from domains.lifecycle import read_pid
 
@@ -178,6 +179,10 @@ def test_hung_site_times_out_and_the_round_goes_on(federation: dict[str, Any]) -
     os.kill(pid, signal.SIGSTOP)  # the datasite process freezes: its calls hang, not fail
     try:
         result = job.run(progress=False)
+        # The abandoned calls are still blocked on the frozen site; they must not be able to
+        # keep the orchestrator process alive (daemon threads do not block interpreter exit).
+        stragglers = [t for t in threading.enumerate() if t.name == "medsyft-call-h2"]
+        assert stragglers and all(t.daemon for t in stragglers)
     finally:
         os.kill(pid, signal.SIGCONT)
     h2 = result.history[result.history["site"] == "h2"]
