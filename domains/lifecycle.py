@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import re
 import secrets
@@ -19,12 +18,9 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from domains.audit import AuditLog, local_actor
 from domains.datadir import (
@@ -38,6 +34,7 @@ from domains.datadir import (
     generate_password,
 )
 from domains.errors import DeployError
+from domains.metadata import datasite_metadata as metadata
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 START_TIMEOUT_S = 120.0
@@ -49,15 +46,6 @@ class DeployResult:
     pid: int
     created: bool
     credentials_file: Path
-
-
-def metadata(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
-    """The datasite's public metadata, or None when nothing answers at *url*."""
-    try:
-        with urllib.request.urlopen(f"{url}/api/v2/metadata", timeout=timeout) as resp:  # noqa: S310
-            return dict(json.loads(resp.read()))
-    except (OSError, ValueError):
-        return None
 
 
 def read_pid(data_dir: DataDir) -> int | None:

@@ -1,13 +1,15 @@
-"""The public metadata block inside a dataset's description: a contract both sides read.
+"""Public metadata both sides read: a datasite's own, and the block in a dataset's description.
 
-Publish writes it; a scientist's orchestrator reads it to size a model (channels,
-classes, image size) without any private data. It is the one ``domains`` module
-the orchestrator imports besides the shared training types.
+Publish writes the dataset block; a scientist's orchestrator reads it to size a
+model (channels, classes, image size) without any private data. Both sides probe
+a datasite's public ``/api/v2/metadata`` to tell whether it is up. This is the one
+``domains`` module the orchestrator imports besides the shared training types.
 """
 
 from __future__ import annotations
 
 import json
+import urllib.request
 from typing import Any
 
 METADATA_MARKER = "medsyft-metadata:"
@@ -25,3 +27,12 @@ def parse_metadata(description: Any) -> dict[str, Any]:
         return dict(json.loads(tail.strip().splitlines()[0])) if tail.strip() else {}
     except ValueError:
         return {}
+
+
+def datasite_metadata(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
+    """The datasite's public metadata, or None when nothing answers at *url*."""
+    try:
+        with urllib.request.urlopen(f"{url}/api/v2/metadata", timeout=timeout) as resp:  # noqa: S310
+            return dict(json.loads(resp.read()))
+    except (OSError, ValueError):
+        return None

@@ -126,7 +126,9 @@ class RequestBook:
         return pd.DataFrame(rows, columns=REQUEST_COLUMNS)
 
     def review(self, request_id: str) -> ReviewReport:
-        r = self.find(request_id)
+        return self._report(self.find(request_id))
+
+    def _report(self, r: Any) -> ReviewReport:
         code = r.code
         with quiet():
             inputs = _inputs(code, _asset_names(self.client))
@@ -139,9 +141,10 @@ class RequestBook:
         )
 
     def approve(self, request_id: str) -> ReviewReport:
-        report = self.review(request_id)
+        request = self.find(request_id)
+        report = self._report(request)
         with quiet():
-            self.find(request_id).approve(disable_warnings=True)
+            request.approve(disable_warnings=True)
         self.audit.append(
             "approve", actor=local_actor(), subject=report.request_id,
             function=report.function, requester=report.requester,
@@ -151,9 +154,10 @@ class RequestBook:
         return report
 
     def deny(self, request_id: str, *, reason: str) -> ReviewReport:
-        report = self.review(request_id)
+        request = self.find(request_id)
+        report = self._report(request)
         with quiet():
-            self.find(request_id).deny(reason=reason)
+            request.deny(reason=reason)
         self.audit.append(
             "deny", actor=local_actor(), subject=report.request_id,
             function=report.function, requester=report.requester, reason=reason,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 import pandas as pd
 
@@ -112,7 +111,7 @@ class FederatedJob:
                                wall_seconds=time.perf_counter() - started,
                                run_dir=self.run_dir.path)
 
-    def result(self) -> FederatedResult | Any:
+    def result(self) -> FederatedResult | None:
         """The stored result of a finished run, without contacting any site."""
         state = self.state()
         if state is None or not state.finished:

@@ -176,14 +176,14 @@ class Federation:
                                         int(o.result["n_train"])) for o in ok])
         agg_s = time.perf_counter() - t1
         slowest = max(ok, key=lambda o: o.call_s)
+        train_s = max((o.result.get("train_seconds") or 0) for o in ok)
         self.timing_rows.append({
             "round": r, "round_s": wall + agg_s,
-            "train_s": max((o.result.get("train_seconds") or 0) for o in ok),
+            "train_s": train_s,
             "site_compute_s": max((o.result.get("site_seconds") or 0) for o in ok),
             "upload_s": slowest.legs.get("upload_s"), "execute_s": slowest.legs.get("execute_s"),
             "get_s": slowest.legs.get("get_s"), "aggregate_s": agg_s,
-            "round_per_train": (wall + agg_s) / max(1e-9, max(
-                (o.result.get("train_seconds") or 0) for o in ok)),
+            "round_per_train": (wall + agg_s) / max(1e-9, train_s),
             "model_MB": weights_nbytes(new) / 2**20, "sites_ok": len(ok), "sites_asked": len(names),
         })
         self.state.completed_round = r

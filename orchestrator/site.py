@@ -7,8 +7,6 @@ site of a job in parallel, since each login costs about a second.
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,18 +15,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from domains.metadata import parse_metadata
+from domains.metadata import datasite_metadata, parse_metadata
 from domains.quiet import quiet
 from orchestrator.config import SiteConfig
 from orchestrator.errors import SiteUnavailable
 
 
 def healthy(url: str, timeout: float = 3.0) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/api/v2/metadata", timeout=timeout) as resp:  # noqa: S310
-            return bool(json.loads(resp.read()).get("name"))
-    except (OSError, ValueError):
-        return False
+    return bool((datasite_metadata(url, timeout) or {}).get("name"))
 
 
 @dataclass
