@@ -41,3 +41,15 @@ class AccountError(MedsyftDomainError, ValueError):
 
 class AuditLogError(MedsyftDomainError, RuntimeError):
     """Raised when the audit log's hash chain does not verify (it was edited or truncated)."""
+
+
+class PrivacyBudgetExceeded(MedsyftDomainError, RuntimeError):
+    """Raised when approving or running a job would spend more ε than a dataset has left."""
+
+
+class BudgetError(MedsyftDomainError, ValueError):
+    """Raised for an invalid ε budget or δ, or a budget ledger that cannot be read."""
+
+
+class HEKeyError(MedsyftDomainError, ValueError):
+    """Raised when a datasite's HE key is missing or unreadable, or a ciphertext is under another key."""
