@@ -37,14 +37,19 @@ def _show(frame: pd.DataFrame, empty: str) -> None:
 
 # -- deploy / stop / status ----------------------------------------------------
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from domains import lifecycle
+    from domains import he_key, lifecycle
 
     data_dir = _data_dir(args)
+    if args.he_key:
+        he_key.check(args.he_key)  # a bad key file stops the deploy before anything starts
     result, proc = lifecycle.deploy(
         data_dir, name=args.name, port=args.port, host=args.host, detach=args.detach
     )
     cfg = result.config
     print(f"datasite '{cfg.name}' is up at {cfg.url} (pid {result.pid})")
+    if args.he_key:
+        print(f"HE key {he_key.install(data_dir, args.he_key)[:8]} installed "
+              f"({data_dir.file(he_key.HE_KEY_FILE)}, mode 0600)")
     if result.created:
         creds = data_dir.read_credentials()
         print(f"admin: {creds.email}; password in {result.credentials_file} (mode 0600)")
@@ -103,12 +108,30 @@ def cmd_publish(args: argparse.Namespace) -> int:
         label_names=args.label_names.split(",") if args.label_names else None,
         synthetic_count=args.count,
     )
+    req.epsilon_budget, req.delta = args.epsilon_budget, args.delta
     result = publish(_data_dir(args), req)
     meta = result.metadata
     counts = ", ".join(f"{k}: {v}" for k, v in meta["class_counts"].items())
     kind = "SYNTHETIC " if meta.get("synthetic") else ""
     print(f"published {kind}dataset '{result.name}': {meta['n']} images "
-          f"{meta['channels']}x{meta['image_size'][0]}x{meta['image_size'][1]} ({counts})")
+          f"{meta['channels']}x{meta['image_size'][0]}x{meta['image_size'][1]} ({counts}); "
+          f"privacy budget ε={meta['epsilon_budget']:g}, δ={meta['delta']:g}")
+    return 0
+
+
+def cmd_budget(args: argparse.Namespace) -> int:
+    from domains import budget
+
+    data_dir = _data_dir(args)
+    data_dir.require_initialized()
+    frame = budget.status_frame(data_dir)
+    _show(frame.round(4), "no dataset has a privacy budget yet (publish one)")
+    if args.jobs and not frame.empty:
+        for name in frame["dataset"]:
+            jobs = budget.status(data_dir, name).jobs
+            if jobs:
+                print(f"\njobs on {name}:")
+                print(pd.DataFrame([vars(j) for j in jobs]).round(4).to_string(index=False))
     return 0
 
 
@@ -145,6 +168,7 @@ def format_review(report: Any) -> str:
                 "constant": "fixed at approval",
                 "scientist-owned": "the scientist may pass a new value at EVERY call"}[spec.kind]
         lines.append(f"  {spec.name:<14} {spec.kind:<16} {spec.value}  ({note})")
+    lines += _privacy_lines(report)
     lines += ["", "code:", textwrap.indent(report.code.rstrip(), "  | "), "", "review flags:"]
     if not report.flags:
         lines.append("  none (the automated aid found nothing; read the code anyway)")
@@ -153,6 +177,16 @@ def format_review(report: Any) -> str:
     lines.append("\nflags inform; you decide: `medsyft domain approve ID` or "
                  "`medsyft domain deny ID --reason TEXT`")
     return "\n".join(lines)
+
+
+def _privacy_lines(report: Any) -> list[str]:
+    rev = getattr(report, "privacy", None)
+    if rev is None:
+        return ["", "privacy:", "  not a medsyft job: no ε accounting applies; the code could release "
+                "anything it computes. Read it carefully."]
+    lines = ["", "privacy:"] + [f"  {line}" for line in rev.lines]
+    lines += [f"  WARNING: {w}" for w in rev.warnings]
+    return lines
 
 
 def cmd_review(args: argparse.Namespace) -> int:
@@ -240,6 +274,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--port", type=_port, required=True)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
     p.add_argument("--detach", action="store_true", help="run in the background (pid+log in DIR)")
+    p.add_argument("--he-key", help="hospital-secret.medsyftkey from `medsyft keys init` "
+                   "(copied into DIR; needed for encrypted aggregation)")
 
     _add(sub, "stop", cmd_stop, "stop the datasite of --data-dir")
     _add(sub, "status", cmd_status, "reachable or not, datasets, users, pending requests")
@@ -257,6 +293,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--label-names", help="comma-separated label schema, e.g. normal,pneumonia")
     p.add_argument("--count", type=_positive_int, default=3000,
                    help="synthetic images to generate without --source (default 3000)")
+    p.add_argument("--epsilon-budget", type=float, default=10.0,
+                   help="total ε all jobs together may spend on this dataset (default 10)")
+    p.add_argument("--delta", type=float, default=None,
+                   help="δ of the budget (default: min(1e-5, 0.1/N))")
+
+    p = _add(sub, "budget", cmd_budget, "ε budget, spent and reserved per dataset")
+    p.add_argument("--jobs", action="store_true", help="also list every job's ε per dataset")
 
     p = _add(sub, "add-scientist", cmd_add_scientist, "create a data-scientist account")
     p.add_argument("--email", required=True)

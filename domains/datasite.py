@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from domains import lifecycle
+from domains import budget, he_key, lifecycle
 from domains.accounts import add_scientist
 from domains.audit import AuditLog
 from domains.datadir import AUDIT_FILE, DataDir, DatasiteConfig
@@ -41,12 +41,25 @@ class Datasite:
         port: int,
         host: str = "127.0.0.1",
         timeout: float = lifecycle.START_TIMEOUT_S,
+        he_key_file: str | os.PathLike[str] | None = None,
     ) -> Datasite:
-        """Start the datasite in the background and return once it answers."""
+        """Start the datasite in the background and return once it answers.
+
+        *he_key_file* is the hospital secret context of ``medsyft keys init``; it is checked
+        before the start and copied into the data directory after it.
+        """
         site = cls(data_dir)
+        if he_key_file is not None:
+            he_key.check(he_key_file)
         lifecycle.deploy(site.data_dir, name=name, port=port, host=host, detach=True,
                          timeout=timeout)
+        if he_key_file is not None:
+            he_key.install(site.data_dir, he_key_file)
         return site
+
+    def budget(self) -> pd.DataFrame:
+        """ε budget, spent and reserved of every dataset (``medsyft domain budget``)."""
+        return budget.status_frame(self.data_dir)
 
     @property
     def config(self) -> DatasiteConfig:

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from domains import store
+from domains import budget, store
 from domains.audit import AuditLog, local_actor
 from domains.connection import admin_client, quiet, require_running
 from domains.datadir import AUDIT_FILE, DataDir
-from domains.errors import PublishError
+from domains.errors import MedsyftDomainError, PublishError
 from domains.formats import ImageSet, load_source
 from domains.metadata import format_metadata
 from domains.mock import make_mock
@@ -44,6 +44,8 @@ class PublishRequest:
     channels: int | None = None
     label_names: list[str] | None = None
     synthetic_count: int = DEFAULT_SYNTHETIC_COUNT
+    epsilon_budget: float = budget.DEFAULT_EPSILON_BUDGET
+    delta: float | None = None  # default: budget.default_delta(N)
 
 
 @dataclass
@@ -145,15 +147,25 @@ def publish(data_dir: DataDir, req: PublishRequest) -> PublishResult:
         raise PublishError(
             f"dataset '{name}' already exists on this datasite; choose another --name"
         )
+    delta = budget.default_delta(meta["n"]) if req.delta is None else req.delta
+    budget.check_budget(epsilon_budget=req.epsilon_budget, delta=delta, n_samples=meta["n"])
+    meta.update(epsilon_budget=req.epsilon_budget, delta=delta)
     dataset = _build_dataset(name, images, meta, data_dir.read_credentials().email)
+    had_ledger = budget.has_ledger(data_dir, name)
     store.save(data_dir, name, images=images.images, labels=images.labels, meta=meta)
     try:
+        budget.set_budget(data_dir, name, n_samples=meta["n"], epsilon_budget=req.epsilon_budget,
+                          delta=delta)
         # PySyft uploads the assets, then registers the dataset in one final call
         # (dataset.add): if anything fails, no dataset becomes visible.
         with quiet():
             client.upload_dataset(dataset)
     except Exception as exc:
         store.remove(data_dir, name)
+        if not had_ledger:
+            budget.remove_ledger(data_dir, name)
+        if isinstance(exc, MedsyftDomainError):
+            raise
         raise PublishError(f"upload of dataset '{name}' failed ({exc}); nothing was published") from exc
     AuditLog(data_dir.file(AUDIT_FILE)).append(
         "publish", actor=local_actor(), subject=name,

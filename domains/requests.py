@@ -18,6 +18,7 @@ from domains.audit import AuditLog, local_actor
 from domains.connection import admin_client, quiet
 from domains.datadir import AUDIT_FILE, DataDir
 from domains.errors import RequestNotFound
+from domains.privacy_review import PrivacyReview, job_constant, release_for, reserve_for, review_privacy
 from domains.review import Flag, review_code
 
 REQUEST_COLUMNS = [
@@ -45,6 +46,7 @@ class ReviewReport:
     executions_allowed: int | None = None
     executions_used: int = 0
     flags: list[Flag] = field(default_factory=list)
+    privacy: PrivacyReview | None = None
 
 
 def _status(request: Any) -> str:
@@ -138,18 +140,34 @@ class RequestBook:
             function=code.service_func_name, status=_status(r), code=code.raw_code,
             inputs=inputs, executions_allowed=_limit(code), executions_used=_used(code),
             flags=review_code(code.raw_code, asset_args=assets, function_name=code.service_func_name),
+            privacy=self._privacy(code),
         )
+
+    def _privacy(self, code: Any) -> PrivacyReview | None:
+        job = job_constant(code)
+        return None if job is None else review_privacy(self.data_dir, job)
 
     def approve(self, request_id: str) -> ReviewReport:
         request = self.find(request_id)
         report = self._report(request)
-        with quiet():
-            request.approve(disable_warnings=True)
+        job = job_constant(request.code)
+        reserved = None
+        if job is not None and report.status != "approved":  # refuses a job over budget
+            reserved = reserve_for(self.data_dir, job,
+                                   description=f"{report.function} from {report.requester}")
+        try:
+            with quiet():
+                request.approve(disable_warnings=True)
+        except BaseException:
+            if reserved is not None and job is not None:
+                release_for(self.data_dir, job)
+            raise
         self.audit.append(
             "approve", actor=local_actor(), subject=report.request_id,
             function=report.function, requester=report.requester,
             executions_allowed=report.executions_allowed,
             flags=[f.rule for f in report.flags],
+            epsilon_reserved=None if reserved is None else round(reserved["job_epsilon"], 6),
         )
         return report
 
@@ -158,6 +176,9 @@ class RequestBook:
         report = self._report(request)
         with quiet():
             request.deny(reason=reason)
+        job = job_constant(request.code)
+        if job is not None:
+            release_for(self.data_dir, job)
         self.audit.append(
             "deny", actor=local_actor(), subject=report.request_id,
             function=report.function, requester=report.requester, reason=reason,

@@ -2,7 +2,8 @@
 
 ``RUN_DIR/state.json`` holds the job (its id and every approved constant), the
 request per site and the last completed round; ``RUN_DIR/global-R.npz`` the
-global model after round R; ``history.csv`` and ``metrics.csv`` what happened.
+global model after round R (under HE the encrypted sum: the orchestrator never holds
+the plaintext); ``history.csv`` and ``metrics.csv`` what happened.
 Files are replaced atomically, so a crash leaves the previous checkpoint whole.
 """
 
@@ -21,6 +22,10 @@ import pandas as pd
 from domains.training.spec import JobSpec
 from domains.training.weights import Weights
 from orchestrator.submit import Submission
+from privacy.he import EncryptedVector
+
+_ENCRYPTED = "__encrypted__"  # the npz of an encrypted global model: metadata plus one array per chunk
+_CHUNK = "chunk_"
 
 
 @dataclass
@@ -61,12 +66,29 @@ class RunDir:
                         [Submission(**s) for s in data["submissions"]],
                         int(data["completed_round"]), bool(data["finished"]))
 
-    def save_weights(self, round_number: int, weights: Weights) -> None:
-        _atomic(self.path / f"global-{round_number}.npz", lambda fh: np.savez(fh, **weights))
+    def save_global(self, round_number: int, model: Weights | EncryptedVector | None) -> None:
+        """The global model after a round: plaintext weights, or the encrypted sum under HE."""
+        path = self.path / f"global-{round_number}.npz"
+        if model is None:
+            return  # round 0 under HE: the sites build the initial model themselves
+        if isinstance(model, EncryptedVector):
+            meta = {k: v for k, v in model.to_dict().items() if k != "chunks"}
+            chunks = {f"{_CHUNK}{i}": np.frombuffer(c, np.uint8) for i, c in enumerate(model.chunks)}
+            _atomic(path, lambda fh: np.savez(fh, **{_ENCRYPTED: np.array(json.dumps(meta))}, **chunks))
+            return
+        _atomic(path, lambda fh: np.savez(fh, **model))
 
-    def load_weights(self, round_number: int) -> Weights:
-        with np.load(self.path / f"global-{round_number}.npz") as npz:
-            return {k: npz[k] for k in npz.files}
+    def load_global(self, round_number: int) -> Weights | EncryptedVector | None:
+        path = self.path / f"global-{round_number}.npz"
+        if not path.exists():
+            return None
+        with np.load(path, allow_pickle=False) as npz:
+            if _ENCRYPTED not in npz.files:
+                return {k: npz[k] for k in npz.files}
+            meta = json.loads(str(npz[_ENCRYPTED]))
+            count = sum(1 for k in npz.files if k.startswith(_CHUNK))
+            chunks = [npz[f"{_CHUNK}{i}"].tobytes() for i in range(count)]
+        return EncryptedVector.from_dict({**meta, "chunks": chunks})
 
     def save_frame(self, name: str, frame: pd.DataFrame) -> None:
         _atomic(self.path / f"{name}.csv", lambda fh: fh.write(frame.to_csv(index=False).encode()))

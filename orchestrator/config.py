@@ -22,6 +22,15 @@ Example::
     email = "ana@uni.example"
     password_file = "secrets/hospital-a.txt"   # or password_env = "HOSPITAL_A_PASSWORD"
 
+    [privacy]                     # on by default; turning either off is logged and shown at review
+    dp = true
+    noise_multiplier = 1.0        # or target_epsilon = 8.0 (each site derives its noise)
+    max_grad_norm = 1.0           # per-sample clipping norm C
+    eval_noise_multiplier = 5.0   # noise on the released validation counts
+    he = true
+    he_public_key = "keys/orchestrator-public.medsyftkey"   # from `medsyft keys init`
+    weight_bound = 4.0            # fixed-point clamp of model weights under HE
+
     [baseline]                    # how the federation's data was made, for the centralized run
     source = "synthetic"          # or a path, e.g. "pneumoniamnist.npz"
     count = 3000
@@ -75,6 +84,37 @@ class BaselineConfig:
     image_size: int | None = None
 
 
+DEFAULT_NOISE_MULTIPLIER = 1.0
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    dp: bool = True
+    noise_multiplier: float | None = None  # DEFAULT_NOISE_MULTIPLIER unless target_epsilon is given
+    target_epsilon: float | None = None
+    max_grad_norm: float = 1.0
+    eval_noise_multiplier: float = 5.0
+    he: bool = True
+    he_public_key: str | None = None
+    weight_bound: float = 4.0
+
+    def __post_init__(self) -> None:
+        if self.he and not self.he_public_key:
+            raise ConfigError("[privacy] he is on by default: set he_public_key = \"PATH\" (the "
+                              "orchestrator-public.medsyftkey of `medsyft keys init`) or he = false")
+
+    @property
+    def sigma(self) -> float | None:
+        """The configured σ: the default one unless a target ε was given instead."""
+        if self.noise_multiplier is None and self.target_epsilon is None:
+            return DEFAULT_NOISE_MULTIPLIER
+        return self.noise_multiplier
+
+    def key_path(self, base: Path) -> Path:
+        assert self.he_public_key is not None
+        return (base / self.he_public_key).expanduser()
+
+
 @dataclass(frozen=True)
 class JobConfig:
     dataset: str
@@ -93,6 +133,7 @@ class JobConfig:
     seed: int = 0
     run_dir: str = "runs/job"
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     base_dir: Path = field(default=Path("."), compare=False)
 
     def __post_init__(self) -> None:
@@ -144,8 +185,10 @@ def load_config(path: str | os.PathLike[str]) -> JobConfig:
     sites = [_build(SiteConfig, s, f"{file} [[sites]] #{i + 1}")
              for i, s in enumerate(raw.get("sites", []))]
     baseline = _build(BaselineConfig, raw.get("baseline", {}), f"{file} [baseline]")
-    job_fields = {f.name for f in fields(JobConfig)} - {"sites", "baseline", "base_dir"}
+    privacy = _build(PrivacyConfig, raw.get("privacy", {}), f"{file} [privacy]")
+    job_fields = {f.name for f in fields(JobConfig)} - {"sites", "baseline", "privacy", "base_dir"}
     unknown = set(job) - job_fields
     if unknown:
         raise ConfigError(f"{file} [job]: unknown key(s) {sorted(unknown)}")
-    return JobConfig(sites=sites, baseline=baseline, base_dir=file.parent.resolve(), **job)
+    return JobConfig(sites=sites, baseline=baseline, privacy=privacy, base_dir=file.parent.resolve(),
+                     **job)

@@ -21,3 +21,7 @@ class NotApproved(OrchestratorError, RuntimeError):
 
 class QuorumLost(OrchestratorError, RuntimeError):
     """Raised when fewer sites than ``min_sites`` completed a round; the job stops there."""
+
+
+class ReleaseRequired(OrchestratorError, PermissionError):
+    """Raised when the plaintext final model is asked for before every data owner approved its release."""

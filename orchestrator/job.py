@@ -13,6 +13,7 @@ after the last completed round.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -20,15 +21,22 @@ import pandas as pd
 
 from domains.training.local import TrainConfig
 from domains.training.models import build_model, default_model
-from domains.training.spec import JobSpec
-from domains.training.weights import get_weights
+from domains.training.errors import TrainingError
+from domains.training.spec import HESpec, JobSpec
+from domains.training.weights import Weights, get_weights
 from orchestrator.checkpoint import RunDir, RunState
 from orchestrator.config import JobConfig
 from orchestrator.errors import ConfigError, NotApproved
 from orchestrator.result import FederatedResult
 from orchestrator.runner import Federation
 from orchestrator.site import Site, connect_all
+from orchestrator.secure import SecureAggregation
 from orchestrator.strategy import FedAvg, Strategy
+from privacy.accounting import DPConfig
+from privacy.errors import HEError, PrivacyError
+from privacy.he import HEContext, load_context
+
+log = logging.getLogger("medsyft")
 from orchestrator.submit import approval_table, submit, wait_for_approval
 
 
@@ -41,6 +49,24 @@ class FederatedJob:
         self.strategy = strategy or FedAvg(fraction=config.fraction, min_sites=config.min_sites,
                                            seed=config.seed)
         self._sites: list[Site] | None = None
+        self._context: HEContext | None = None
+
+    @property
+    def he_context(self) -> HEContext | None:
+        """The orchestrator's public HE context (no secret key), or None with HE off."""
+        privacy = self.config.privacy
+        if not privacy.he:
+            return None
+        if self._context is None:
+            try:
+                self._context = load_context(privacy.key_path(self.config.base_dir))
+            except HEError as exc:
+                raise ConfigError(f"[privacy] he_public_key: {exc}") from exc
+            if self._context.has_secret:
+                raise ConfigError("[privacy] he_public_key is a hospital SECRET key: the orchestrator "
+                                  "must hold only orchestrator-public.medsyftkey; move the secret file "
+                                  "to the hospitals")
+        return self._context
 
     @property
     def sites(self) -> list[Site]:
@@ -61,15 +87,32 @@ class FederatedJob:
             raise ConfigError(f"sites disagree on dataset '{self.config.dataset}' "
                               f"(channels, size, labels): {metas}")
         channels, size, names, multi = shapes.pop()
-        c = self.config
+        c, p = self.config, self.config.privacy
         model = default_model(size[0]) if c.model == "auto" else c.model
-        return JobSpec(
-            dataset=c.dataset, model=model, in_channels=channels, num_classes=len(names),
-            image_size=size[0], multi_label=multi, rounds=c.rounds, val_fraction=c.val_fraction,
-            split_seed=c.seed,
-            train=TrainConfig(epochs=c.local_epochs, batch_size=c.batch_size,
-                              optimizer=c.optimizer, lr=c.lr, seed=c.seed),
-        )
+        dp = None
+        if p.dp:
+            dp = DPConfig(noise_multiplier=p.sigma, target_epsilon=p.target_epsilon,
+                          max_grad_norm=p.max_grad_norm, eval_noise_multiplier=p.eval_noise_multiplier)
+        context = self.he_context
+        he = None if context is None else HESpec(key_id=context.key_id, weight_bound=p.weight_bound)
+        try:
+            return JobSpec(
+                dataset=c.dataset, model=model, in_channels=channels, num_classes=len(names),
+                image_size=size[0], multi_label=multi, rounds=c.rounds, val_fraction=c.val_fraction,
+                split_seed=c.seed, dp=dp, he=he,
+                train=TrainConfig(epochs=c.local_epochs, batch_size=c.batch_size,
+                                  optimizer=c.optimizer, lr=c.lr, seed=c.seed),
+            )
+        except (TrainingError, PrivacyError) as exc:
+            raise ConfigError(str(exc)) from exc
+
+    def sizes(self) -> dict[str, int]:
+        """Each site's expected training-split size from its public dataset size (FedAvg weights)."""
+        out = {}
+        for site in self.sites:
+            n = int(site.metadata(self.config.dataset)["n"])
+            out[site.name] = n - min(n - 1, max(1, round(n * self.config.val_fraction)))
+        return out
 
     def state(self) -> RunState | None:
         return self.run_dir.load_state() if self.run_dir.exists() else None
@@ -79,6 +122,9 @@ class FederatedJob:
         state = self.state()
         if state is None:
             spec = self.make_spec()
+            for off in [name for name, on in (("DP", spec.dp), ("HE", spec.he)) if on is None]:
+                log.warning("%s is OFF for job %s ([privacy] %s = false): every owner's review "
+                            "says so", off, spec.job_id, off.lower())
             state = RunState(spec)
             state.submissions = [submit(s, spec, self.run_dir.path) for s in self.sites]
             self.run_dir.save_state(state)
@@ -99,14 +145,25 @@ class FederatedJob:
         if state is None:
             raise NotApproved("nothing submitted yet; call submit() first")
         spec = state.spec
-        initial = get_weights(build_model(spec.model, in_channels=spec.in_channels,
-                                          num_classes=spec.num_classes, image_size=spec.image_size,
-                                          seed=spec.train.seed))
-        federation = Federation(self.sites, state, self.run_dir, self.strategy,
-                                round_timeout=self.config.round_timeout, on_round=on_round)
+        strategy: Strategy | SecureAggregation = self.strategy
+        initial: Weights | None = None
+        if spec.he is not None:
+            context = self.he_context
+            if context is None or context.key_id != spec.he.key_id:
+                raise ConfigError(f"job {spec.job_id} was submitted for HE key {spec.he.key_id[:8]}; "
+                                  "set [privacy] he_public_key to that key's public file")
+            strategy = SecureAggregation(self.strategy, context)
+        else:
+            initial = get_weights(build_model(spec.model, in_channels=spec.in_channels,
+                                              num_classes=spec.num_classes, image_size=spec.image_size,
+                                              seed=spec.train.seed))
+        federation = Federation(self.sites, state, self.run_dir, strategy,
+                                round_timeout=self.config.round_timeout, sizes=self.sizes(),
+                                on_round=on_round)
         started = time.perf_counter()
         weights = federation.run(initial, progress=progress)
-        return FederatedResult(spec=spec, weights=weights, history=federation.history(),
+        return FederatedResult(spec=spec, weights=weights if isinstance(weights, dict) else None,
+                               history=federation.history(), privacy=federation.privacy(),
                                metrics=federation.metrics(), timing=federation.timing(),
                                wall_seconds=time.perf_counter() - started,
                                run_dir=self.run_dir.path)

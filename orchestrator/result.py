@@ -8,7 +8,7 @@ including skipped sites and why. ``timing`` breaks each round down.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,17 +17,22 @@ import pandas as pd
 from domains.training.models import build_model
 from domains.training.spec import JobSpec
 from domains.training.weights import Weights, set_weights
+from orchestrator.errors import ReleaseRequired
 
 
 @dataclass
 class FederatedResult:
+    """``weights`` is None under HE: the orchestrator never holds the plaintext model; it
+    arrives only through a release every data owner approves (:mod:`orchestrator.release`)."""
+
     spec: JobSpec
-    weights: Weights
+    weights: Weights | None
     history: pd.DataFrame
     metrics: pd.DataFrame
     timing: pd.DataFrame
     wall_seconds: float
     run_dir: Path
+    privacy: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @classmethod
     def load(cls, run_dir: Path, spec: JobSpec) -> FederatedResult:
@@ -35,12 +40,27 @@ class FederatedResult:
             path = run_dir / f"{name}.csv"
             return pd.read_csv(path) if path.exists() else pd.DataFrame()
 
-        with np.load(run_dir / f"global-{spec.rounds}.npz") as npz:
-            weights = {k: npz[k] for k in npz.files}
+        weights = None
+        if spec.he is None:
+            with np.load(run_dir / f"global-{spec.rounds}.npz") as npz:
+                weights = {k: npz[k] for k in npz.files}
         return cls(spec, weights, frame("history"), frame("metrics"), frame("timing"),
-                   float("nan"), run_dir)
+                   float("nan"), run_dir, frame("privacy"))
+
+    def epsilon(self) -> pd.DataFrame:
+        """ε per site after the run: this job's spend and the dataset's budget, spent and left."""
+        if self.privacy.empty:
+            return pd.DataFrame()
+        last = self.privacy.sort_values("call").groupby("site").tail(1).set_index("site")
+        return last[["job_epsilon_spent", "dataset_epsilon_spent", "dataset_epsilon_budget",
+                     "dataset_epsilon_remaining", "noise_multiplier", "delta"]]
 
     def final_model(self) -> object:
+        if self.weights is None:
+            raise ReleaseRequired(
+                "the final model is encrypted (HE): request its release with "
+                "`medsyft release --config job.toml` and fetch it once every data owner approved"
+            )
         model = build_model(self.spec.model, in_channels=self.spec.in_channels,
                             num_classes=self.spec.num_classes, image_size=self.spec.image_size)
         set_weights(model, self.weights)

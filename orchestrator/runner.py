@@ -18,18 +18,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from domains.training.evaluate import EvalResult, pool
-from domains.training.weights import Layout, Weights, flatten, unflatten, weights_nbytes
+from domains.training.weights import Layout, Weights, flatten, unflatten
 from orchestrator.checkpoint import RunDir, RunState
 from orchestrator.errors import QuorumLost
+from orchestrator.secure import SecureAggregation
 from orchestrator.site import Site, quiet
 from orchestrator.strategy import Strategy
+from privacy.he import EncryptedVector
 
 SITE_COLUMNS = ["round", "site", "status", "error", "train_loss", "n_train", "train_s",
-                "eval_s", "site_s", "upload_s", "execute_s", "get_s", "call_s"]
+                "eval_s", "site_s", "upload_s", "execute_s", "get_s", "call_s", "update_bytes",
+                "clamped"]
+PRIVACY_COLUMNS = ["call", "site", "noise_multiplier", "delta", "job_epsilon_spent",
+                   "job_epsilon_planned", "dataset_epsilon_spent", "dataset_epsilon_budget",
+                   "dataset_epsilon_remaining"]
+GlobalModel = Weights | EncryptedVector | None  # None: round 1 under HE, sites build the initial model
 METRIC_COLUMNS = ["model_round", "site", "n", "loss", "accuracy", "auc"]
 
 
@@ -84,10 +92,12 @@ def call_site(site: Site, spec_function: str, labels: Any, job: dict[str, Any],
 class Federation:
     """Drives an approved job to completion over a set of connected sites."""
 
-    def __init__(self, sites: list[Site], state: RunState, run_dir: RunDir, strategy: Strategy,
-                 *, round_timeout: float, on_round: Callable[[pd.DataFrame], None] | None = None
-                 ) -> None:
+    def __init__(self, sites: list[Site], state: RunState, run_dir: RunDir,
+                 strategy: Strategy | SecureAggregation, *, round_timeout: float,
+                 sizes: dict[str, int] | None = None,
+                 on_round: Callable[[pd.DataFrame], None] | None = None) -> None:
         self.sites = {s.name: s for s in sites}
+        self.sizes = sizes or {s.name: 1 for s in sites}  # FedAvg shares under HE (public sizes)
         self.state = state
         self.run_dir = run_dir
         self.strategy = strategy
@@ -99,6 +109,11 @@ class Federation:
         self.site_rows = run_dir.load_frame("history").to_dict("records")
         self.metric_rows = run_dir.load_frame("metrics").to_dict("records")
         self.timing_rows = run_dir.load_frame("timing").to_dict("records")
+        self.privacy_rows = run_dir.load_frame("privacy").to_dict("records")
+
+    @property
+    def encrypted(self) -> bool:
+        return isinstance(self.strategy, SecureAggregation)
 
     def _labels_of(self, name: str) -> Any:
         if name not in self._labels:
@@ -106,16 +121,26 @@ class Federation:
         return self._labels[name]
 
     # -- one call on many sites -----------------------------------------------------
-    def _call_many(self, names: list[str], call: int, weights: Weights) -> list[CallOutcome]:
-        # One float32 vector: PySyft serializes it far faster than a dict of many arrays.
-        vector, self.layout = flatten(weights)
-        payload = {"call": call, "weights": vector}
+    def _payloads(self, names: list[str], call: int, model: GlobalModel) -> dict[str, dict[str, Any]]:
+        if isinstance(model, EncryptedVector):
+            sent: Any = model.to_dict()
+        elif model is None:
+            sent = None
+        else:  # one float32 vector: PySyft serializes it far faster than a dict of many arrays
+            sent, self.layout = flatten(model)
+        if not self.encrypted:
+            return {n: {"call": call, "weights": sent} for n in names}
+        shares = SecureAggregation.shares(names, self.sizes)
+        return {n: {"call": call, "weights": sent, "weight": shares[n]} for n in names}
+
+    def _call_many(self, names: list[str], call: int, model: GlobalModel) -> list[CallOutcome]:
+        payloads = self._payloads(names, call, model)
         job = self.state.spec.to_dict()
         results: dict[str, CallOutcome] = {}
 
         def ask(name: str) -> None:
             results[name] = call_site(self.sites[name], self.functions[name],
-                                      lambda: self._labels_of(name), job, payload)
+                                      lambda: self._labels_of(name), job, payloads[name])
 
         # Daemon threads, not a ThreadPoolExecutor: PySyft's HTTP calls have no timeout, and an
         # executor's workers are joined at exit, so a frozen datasite would keep this process
@@ -134,7 +159,13 @@ class Federation:
             for n in names
         ]
 
+    def _record_privacy(self, call: int, outcomes: list[CallOutcome]) -> None:
+        for o in outcomes:
+            if o.status == "ok" and isinstance(o.result.get("privacy"), dict):
+                self.privacy_rows.append({"call": call, "site": o.site, **o.result["privacy"]})
+
     def _record_metrics(self, model_round: int, outcomes: list[CallOutcome]) -> None:
+        self._record_privacy(model_round + 1, outcomes)
         results = []
         for o in outcomes:
             if o.status != "ok":
@@ -150,18 +181,20 @@ class Federation:
                                      "auc": pooled.auc})
 
     # -- rounds ---------------------------------------------------------------------------
-    def _round(self, r: int, weights: Weights) -> Weights:
+    def _round(self, r: int, weights: GlobalModel) -> GlobalModel:
         t0 = time.perf_counter()
         names = self.strategy.select(r, list(self.sites))
         outcomes = self._call_many(names, r, weights)
         wall = time.perf_counter() - t0
         for o in outcomes:
             res = o.result
+            sent = res.get("weights")
             self.site_rows.append({"round": r, "site": o.site, "status": o.status, "error": o.error,
                                    "train_loss": res.get("train_loss"), "n_train": res.get("n_train"),
                                    "train_s": res.get("train_seconds"), "eval_s": res.get("eval_seconds"),
                                    "site_s": res.get("site_seconds"), **o.legs,
-                                   "call_s": o.call_s})
+                                   "call_s": o.call_s, "update_bytes": _nbytes(sent),
+                                   "clamped": res.get("clamped")})
         self._record_metrics(r - 1, outcomes)
         ok = [o for o in outcomes if o.status == "ok" and o.result.get("weights") is not None]
         if len(ok) < self.strategy.min_sites:
@@ -172,9 +205,16 @@ class Federation:
                              "fix the sites and run again to resume from round "
                              f"{self.state.completed_round + 1}")
         t1 = time.perf_counter()
-        new = self.strategy.aggregate([(unflatten(o.result["weights"], self.layout),
-                                        int(o.result["n_train"])) for o in ok])
+        new: GlobalModel
+        if isinstance(self.strategy, SecureAggregation):
+            new = self.strategy.aggregate([o.result["weights"] for o in ok])
+            params = new.length
+        else:
+            new = self.strategy.aggregate([(unflatten(o.result["weights"], self.layout),
+                                            int(o.result["n_train"])) for o in ok])
+            params = sum(int(v.size) for v in new.values())
         agg_s = time.perf_counter() - t1
+        update_bytes = max(_nbytes(o.result["weights"]) for o in ok)
         slowest = max(ok, key=lambda o: o.call_s)
         train_s = max((o.result.get("train_seconds") or 0) for o in ok)
         self.timing_rows.append({
@@ -184,27 +224,31 @@ class Federation:
             "upload_s": slowest.legs.get("upload_s"), "execute_s": slowest.legs.get("execute_s"),
             "get_s": slowest.legs.get("get_s"), "aggregate_s": agg_s,
             "round_per_train": (wall + agg_s) / max(1e-9, train_s),
-            "model_MB": weights_nbytes(new) / 2**20, "sites_ok": len(ok), "sites_asked": len(names),
+            "params": params, "update_MB": update_bytes / 2**20,
+            "bytes_per_param": update_bytes / params, "x_float32": update_bytes / (4 * params),
+            "sites_ok": len(ok), "sites_asked": len(names),
         })
         self.state.completed_round = r
         self._save(r, new)
         return new
 
-    def _save(self, r: int, weights: Weights) -> None:
-        self.run_dir.save_weights(r, weights)
+    def _save(self, r: int, weights: GlobalModel) -> None:
+        self.run_dir.save_global(r, weights)
         self.run_dir.save_frame("history", pd.DataFrame(self.site_rows, columns=SITE_COLUMNS))
         self.run_dir.save_frame("metrics", pd.DataFrame(self.metric_rows, columns=METRIC_COLUMNS))
         self.run_dir.save_frame("timing", pd.DataFrame(self.timing_rows))
+        self.run_dir.save_frame("privacy", pd.DataFrame(self.privacy_rows, columns=PRIVACY_COLUMNS))
         self.run_dir.save_state(self.state)
         if self.on_round is not None:
             self.on_round(self.metrics())
 
-    def run(self, initial: Weights, *, progress: bool = True) -> Weights:
+    def run(self, initial: GlobalModel, *, progress: bool = True) -> GlobalModel:
+        """Rounds from the last checkpoint on; *initial* is the round-0 model (None under HE)."""
         spec = self.state.spec
         start = self.state.completed_round
-        weights = self.run_dir.load_weights(start) if start else initial
+        weights = self.run_dir.load_global(start) if start else initial
         if start == 0:
-            self.run_dir.save_weights(0, initial)
+            self.run_dir.save_global(0, initial)
         bar = tqdm(total=spec.rounds, initial=start, desc="rounds", unit="round",
                    disable=not progress)
         for r in range(start + 1, spec.rounds + 1):
@@ -226,3 +270,17 @@ class Federation:
 
     def timing(self) -> pd.DataFrame:
         return pd.DataFrame(self.timing_rows)
+
+    def privacy(self) -> pd.DataFrame:
+        return pd.DataFrame(self.privacy_rows, columns=PRIVACY_COLUMNS)
+
+
+def _nbytes(sent: Any) -> int:
+    """Bytes of one site's update as it travelled: ciphertext chunks or float32 values."""
+    if isinstance(sent, dict) and "chunks" in sent:
+        return sum(len(c) for c in sent["chunks"])
+    if isinstance(sent, np.ndarray):
+        return int(sent.nbytes)
+    if isinstance(sent, dict):
+        return sum(int(np.asarray(v).nbytes) for v in sent.values())
+    return 0

@@ -9,8 +9,9 @@ the caller's random state.
 from __future__ import annotations
 
 import math
+import secrets
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -89,6 +90,32 @@ def _is_real(value: object) -> bool:
     return _is_int(value) or (isinstance(value, float | np.floating) and math.isfinite(value))
 
 
+@dataclass(frozen=True)
+class DPTraining:
+    """DP-SGD as a datasite runs it: Opacus per-sample clipping, Gaussian noise, Poisson sampling.
+
+    Attributes:
+        noise_multiplier: σ, the noise standard deviation in units of ``max_grad_norm``.
+        max_grad_norm: C, the L2 bound every per-sample gradient is clipped to.
+    """
+
+    noise_multiplier: float
+    max_grad_norm: float
+
+    def validate(self) -> None:
+        """Refuse parameters under which DP-SGD would protect nothing.
+
+        >>> DPTraining(noise_multiplier=0.0, max_grad_norm=1.0).validate()
+        Traceback (most recent call last):
+        ...
+        domains.training.errors.TrainConfigError: noise_multiplier must be > 0 under DP (got 0.0)
+        """
+        if not (_is_real(self.noise_multiplier) and self.noise_multiplier > 0):
+            raise TrainConfigError(f"noise_multiplier must be > 0 under DP (got {self.noise_multiplier!r})")
+        if not (_is_real(self.max_grad_norm) and self.max_grad_norm > 0):
+            raise TrainConfigError(f"max_grad_norm must be > 0 under DP (got {self.max_grad_norm!r})")
+
+
 @dataclass
 class LocalResult:
     """What a site reports after training: aggregates only, nothing per image.
@@ -98,12 +125,15 @@ class LocalResult:
         mean_loss: mean training loss over the last epoch.
         steps: optimizer steps taken over all epochs.
         seconds: wall-clock training time.
+        privacy_history: under DP, what Opacus's own accountant recorded for this run, as
+            ``(noise_multiplier, sample_rate, steps)`` entries; empty without DP.
     """
 
     n_samples: int
     mean_loss: float
     steps: int
     seconds: float
+    privacy_history: list[tuple[float, float, int]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form, for results that cross the datasite boundary as plain data."""
@@ -174,11 +204,17 @@ def train_local(
     *,
     config: TrainConfig,
     multi_label: bool = False,
+    dp: DPTraining | None = None,
 ) -> LocalResult:
     """Train ``model`` in place on one site's images and report aggregates.
 
     Cross-entropy for multi-class labels ``(N,)``, BCE-with-logits for multi-label ``(N, K)``.
     The model's train/eval mode is restored afterwards, also when training fails.
+
+    With *dp*, training is Opacus DP-SGD: batches are Poisson samples at rate
+    ``1 / ceil(N / batch_size)``, per-sample gradients are clipped and noised. Its randomness
+    (sampling and noise) comes from the operating system, not from ``config.seed``: a seed the
+    scientist knows would let them reproduce, and so subtract, the noise.
 
     Raises:
         TrainConfigError: for an invalid ``config``.
@@ -193,12 +229,20 @@ def train_local(
     model.train()
     try:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)  # dropout and other random layers, if any
-            mean_loss, steps = _run_epochs(model, pixels, targets, labels, config, multi_label)
+            if dp is None:
+                torch.manual_seed(config.seed)  # dropout and other random layers, if any
+                mean_loss, steps = _run_epochs(model, pixels, targets, labels, config, multi_label)
+                history: list[tuple[float, float, int]] = []
+            else:
+                dp.validate()
+                torch.manual_seed(secrets.randbits(63))
+                mean_loss, steps, history = _run_dp_epochs(model, pixels, targets, labels, config,
+                                                           multi_label, dp)
     finally:
         model.train(was_training)
     return LocalResult(
-        n_samples=len(images), mean_loss=mean_loss, steps=steps, seconds=time.perf_counter() - start
+        n_samples=len(images), mean_loss=mean_loss, steps=steps, seconds=time.perf_counter() - start,
+        privacy_history=history,
     )
 
 
@@ -242,3 +286,72 @@ def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
             params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
     return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _run_dp_epochs(
+    model: nn.Module,
+    pixels: torch.Tensor,
+    targets: torch.Tensor,
+    labels: np.ndarray,
+    config: TrainConfig,
+    multi_label: bool,
+    dp: DPTraining,
+) -> tuple[float, int, list[tuple[float, float, int]]]:
+    """Opacus DP-SGD over ``config.epochs``; returns mean loss, steps and Opacus's history."""
+    import warnings
+
+    from opacus import PrivacyEngine
+    from torch.utils.data import DataLoader, TensorDataset
+
+    loss_fn = nn.BCEWithLogitsLoss() if multi_label else nn.CrossEntropyLoss()
+    loader = DataLoader(TensorDataset(pixels, targets), batch_size=config.batch_size)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Ss]ecure RNG.*")  # OS-seeded, see train_local
+        engine = PrivacyEngine(accountant="rdp")
+        private, optimizer, private_loader = engine.make_private(
+            module=model, optimizer=_optimizer(model, config), data_loader=loader,
+            noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
+            poisson_sampling=True,
+            noise_generator=torch.Generator().manual_seed(secrets.randbits(63)),
+        )
+    steps, epoch_loss, seen = 0, torch.zeros((), dtype=torch.float64), 0
+    try:
+        with warnings.catch_warnings():
+            # uint8 inputs need no gradient, so torch notes the first layer's hook fires on outputs
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            steps, seen = _dp_loop(private, optimizer, private_loader, loss_fn, labels, config,
+                                   multi_label, epoch_loss)
+    finally:
+        private.remove_hooks() if hasattr(private, "remove_hooks") else None
+    history = [(float(s), float(q), int(k)) for s, q, k in engine.accountant.history]
+    return float(epoch_loss) / max(1, seen), steps, history
+
+
+def _dp_loop(private: nn.Module, optimizer: Any, loader: Any, loss_fn: nn.Module, labels: np.ndarray,
+             config: TrainConfig, multi_label: bool, epoch_loss: torch.Tensor) -> tuple[int, int]:
+    """The DP-SGD loop; fills *epoch_loss* with the last epoch's summed loss."""
+    steps = seen = 0
+    for epoch in range(config.epochs):
+        epoch_loss.zero_()
+        seen = 0
+        for batch_pixels, batch_targets in loader:
+            optimizer.zero_grad(set_to_none=True)
+            logits = private(batch_pixels.float().div_(255.0))
+            if len(batch_pixels) == 0:  # Poisson sampling drew no image: the step adds noise only
+                logits.sum().backward()
+                optimizer.step()
+                steps += 1
+                continue
+            if seen == 0:
+                check_logits(logits, labels, multi_label=multi_label)
+            loss = loss_fn(logits, batch_targets)
+            loss.backward()
+            optimizer.step()
+            epoch_loss += loss.detach() * len(batch_pixels)
+            seen += len(batch_pixels)
+            steps += 1
+        if not torch.isfinite(epoch_loss):
+            raise TrainingError(
+                f"training loss became {float(epoch_loss)} in epoch {epoch + 1}; lower lr"
+            )
+    return steps, seen

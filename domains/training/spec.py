@@ -9,6 +9,9 @@ The calls an approval allows are counted here too: round ``r`` (1..R) is one
 call that first evaluates the incoming global model on the site's validation
 split and then trains on its training split; call ``R + 1`` only evaluates the
 final model. So a job of R rounds needs ``R + 1`` calls per datasite.
+
+``dp`` and ``he`` are on by default in the orchestrator; a spec with either set to ``None``
+is a job without that protection, which review shows as a warning.
 """
 
 from __future__ import annotations
@@ -18,7 +21,29 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from domains.training.errors import TrainingError
-from domains.training.local import TrainConfig
+from domains.training.local import DPTraining, TrainConfig
+from privacy.accounting import DPConfig
+
+
+@dataclass(frozen=True)
+class HESpec:
+    """Encrypted aggregation as approved: which key, and the fixed-point clamp of the weights.
+
+    Attributes:
+        key_id: the key ceremony's id; a datasite holding another key refuses the job.
+        weight_bound: every model weight is clamped to ``[-weight_bound, weight_bound]``
+            before encryption, so that encrypted sums cannot wrap around (see
+            :mod:`privacy.he`). The run reports how many weights the clamp touched.
+    """
+
+    key_id: str
+    weight_bound: float = 4.0
+
+    def validate(self) -> None:
+        if not isinstance(self.key_id, str) or not self.key_id:
+            raise TrainingError("he.key_id must be the key ceremony's id (see `medsyft keys init`)")
+        if not (isinstance(self.weight_bound, int | float) and 0 < self.weight_bound <= 1e6):
+            raise TrainingError(f"he.weight_bound must be in (0, 1e6] (got {self.weight_bound!r})")
 
 
 @dataclass(frozen=True)
@@ -35,6 +60,8 @@ class JobSpec:
     train: TrainConfig = field(default_factory=TrainConfig)
     val_fraction: float = 0.2
     split_seed: int = 0
+    dp: DPConfig | None = None
+    he: HESpec | None = None
     job_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     def __post_init__(self) -> None:
@@ -43,6 +70,16 @@ class JobSpec:
         if not 0.0 < self.val_fraction < 1.0:
             raise TrainingError(f"val_fraction must be in (0, 1) (got {self.val_fraction})")
         self.train.validate()
+        if self.dp is not None:
+            self.dp.validate()
+        if self.he is not None:
+            self.he.validate()
+
+    def dp_training(self, noise_multiplier: float) -> DPTraining | None:
+        """The DP-SGD parameters of one call, once the site has fixed σ (see runtime)."""
+        if self.dp is None:
+            return None
+        return DPTraining(noise_multiplier=noise_multiplier, max_grad_norm=self.dp.max_grad_norm)
 
     @property
     def max_calls(self) -> int:
@@ -62,6 +99,10 @@ class JobSpec:
         try:
             values = dict(data)
             values["train"] = TrainConfig(**values.get("train", {}))
+            if values.get("dp") is not None:
+                values["dp"] = DPConfig(**values["dp"])
+            if values.get("he") is not None:
+                values["he"] = HESpec(**values["he"])
             return cls(**values)
         except TypeError as exc:
             raise TrainingError(f"job description is malformed ({exc})") from exc

@@ -1,0 +1,119 @@
+"""The privacy part of a review: what a medsyft job will spend, and whether it may.
+
+A medsyft job carries its whole description as the ``job`` constant, so the datasite can
+compute from it, before approval, exactly what the job's calls will charge to the
+dataset's ε ledger (:func:`domains.training.plan.site_plan`) and whether its encrypted
+aggregation uses this datasite's key. Approval reserves that plan; denial releases it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from domains import budget, he_key
+from domains.datadir import DataDir
+from domains.training.errors import TrainingError
+from domains.training.plan import site_plan
+from domains.training.spec import JobSpec
+from privacy.errors import PrivacyError
+
+
+@dataclass
+class PrivacyReview:
+    """What an owner reads under "privacy" in a review."""
+
+    dataset: str
+    job_id: str
+    dp: bool
+    he: bool
+    lines: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    numbers: dict[str, Any] = field(default_factory=dict)
+
+
+def job_constant(code: Any) -> dict[str, Any] | None:
+    """The ``job`` constant of a medsyft submission, or None for other code."""
+    for rules in (code.input_policy_init_kwargs or {}).values():
+        rule = rules.get("job")
+        value = getattr(rule, "val", None)
+        if type(rule).__name__ == "Constant" and isinstance(value, dict) and "job_id" in value:
+            return value
+    return None
+
+
+def review_privacy(data_dir: DataDir, job: dict[str, Any]) -> PrivacyReview:
+    """Compute the review's privacy section; problems become warnings, not exceptions."""
+    try:
+        spec = JobSpec.from_dict(job)
+    except (TrainingError, PrivacyError) as exc:
+        return PrivacyReview("?", str(job.get("job_id")), False, False,
+                             warnings=[f"the job constant is malformed ({exc}); deny it"])
+    rev = PrivacyReview(spec.dataset, spec.job_id, spec.dp is not None, spec.he is not None)
+    _dp_section(data_dir, spec, rev)
+    _he_section(data_dir, spec, rev)
+    return rev
+
+
+def _dp_section(data_dir: DataDir, spec: JobSpec, rev: PrivacyReview) -> None:
+    if spec.dp is None:
+        rev.warnings.append("DP is OFF for this job: its model updates and metrics are not "
+                            "differentially private and it spends no ε; approve only if you accept that")
+        return
+    try:
+        plan = site_plan(data_dir, spec)
+        numbers = budget.preview(data_dir, spec.dataset, plan.history, job_id=spec.job_id)
+    except Exception as exc:  # a review must always print; approval re-checks and refuses
+        rev.warnings.append(f"cannot compute this job's ε on '{spec.dataset}': {exc}")
+        return
+    rev.numbers = {**numbers, "noise_multiplier": plan.noise_multiplier, "n_train": plan.n_train}
+    t, dp = spec.train, spec.dp
+    rev.lines += [
+        f"DP-SGD (Opacus, Poisson sampling): noise σ={plan.noise_multiplier:.3f}"
+        f"{' (derived from target ε=' + str(dp.target_epsilon) + ')' if dp.target_epsilon else ''}, "
+        f"clipping C={dp.max_grad_norm}, batch {t.batch_size} of {plan.n_train} training images, "
+        f"{t.epochs} epoch(s) x {spec.rounds} round(s)",
+        f"evaluation: {spec.max_calls} noisy metric releases (Gaussian, σ_eval={dp.eval_noise_multiplier})",
+        f"this job alone: ε={numbers['job_epsilon']:.3f} at δ={numbers['delta']:g} (RDP accountant)",
+        f"dataset '{spec.dataset}': budget ε={numbers['epsilon_budget']:g}, spent "
+        f"ε={numbers['spent_epsilon']:.3f}, committed before this job ε={numbers['epsilon_before']:.3f}, "
+        f"after approval ε={numbers['epsilon_after']:.3f}, remaining ε={numbers['remaining_after']:.3f}",
+    ]
+    if not numbers["fits"]:
+        rev.warnings.append("this job does not fit the remaining budget: approval will be refused")
+
+
+def _he_section(data_dir: DataDir, spec: JobSpec, rev: PrivacyReview) -> None:
+    if spec.he is None:
+        rev.warnings.append("HE is OFF for this job: the orchestrator sees every site's model in plaintext")
+        return
+    mine = he_key.key_id(data_dir) if he_key.exists(data_dir) else None
+    rev.lines.append(f"encrypted aggregation (BFV) under key {spec.he.key_id[:8]}, weights clamped "
+                     f"to ±{spec.he.weight_bound}")
+    if mine is None:
+        rev.warnings.append("this datasite holds no HE key: the job's calls will fail "
+                            "(deploy with --he-key)")
+    elif mine != spec.he.key_id:
+        rev.warnings.append(f"the job uses key {spec.he.key_id[:8]} but this datasite holds key "
+                            f"{mine[:8]}: its calls will be refused")
+
+
+def reserve_for(data_dir: DataDir, job: dict[str, Any], *, description: str) -> dict[str, Any] | None:
+    """At approval: reserve the job's plan (PrivacyBudgetExceeded when it does not fit)."""
+    spec = JobSpec.from_dict(job)
+    if spec.dp is None:
+        return None
+    plan = site_plan(data_dir, spec)
+    return budget.reserve(data_dir, spec.dataset, job_id=spec.job_id, plan=plan.per_call,
+                          description=description)
+
+
+def release_for(data_dir: DataDir, job: dict[str, Any]) -> bool:
+    """At denial: the job's uncharged calls stop counting."""
+    try:
+        spec = JobSpec.from_dict(job)
+    except (TrainingError, PrivacyError):
+        return False
+    if spec.dp is None:
+        return False
+    return budget.release_reservation(data_dir, spec.dataset, spec.job_id)
