@@ -8,6 +8,7 @@ Public API (imported lazily, so ``import domains`` stays cheap for the CLI):
 - :class:`ImageSet`, :func:`load_source`, :func:`generate_chest_phantoms`, :func:`make_mock`
 - :func:`parse_shard`, :func:`parse_partition`, :func:`shard_indices`
 - :class:`AuditLog`
+- :class:`BudgetStatus`, :func:`budget_status` - the per-dataset ε ledger (see :mod:`domains.budget`)
 - errors: see :mod:`domains.errors`
 """
 
@@ -31,6 +32,8 @@ _EXPORTS = {
     "parse_partition": "domains.partition",
     "shard_indices": "domains.partition",
     "AuditLog": "domains.audit",
+    "BudgetStatus": "domains.budget",
+    "budget_status": "domains.budget",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -26,6 +26,7 @@ import contextlib
 import fcntl
 import json
 import math
+import numbers
 import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -210,17 +211,34 @@ def default_delta(n_samples: int) -> float:
     return min(DEFAULT_DELTA, 0.1 / n_samples)
 
 
-def _check_budget(*, epsilon_budget: float, delta: float, n_samples: int) -> None:
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+def check_budget(*, epsilon_budget: float, delta: float, n_samples: int) -> None:
+    """Raise :class:`BudgetError` unless ε > 0 is finite and 0 < δ < 1/n (checked before publishing)."""
+    if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or n_samples < 1:
         raise BudgetError(f"n_samples must be an integer >= 1 (got {n_samples!r})")
-    if not (math.isfinite(epsilon_budget) and epsilon_budget > 0):
+    if not (isinstance(epsilon_budget, numbers.Real) and 0 < epsilon_budget < math.inf):
         raise BudgetError(f"epsilon budget must be a finite number > 0 (got {epsilon_budget!r})")
-    if not 0.0 < delta < 1.0 / n_samples:
+    if not (isinstance(delta, numbers.Real) and 0.0 < float(delta) < 1.0 / int(n_samples)):
         raise BudgetError(
             f"delta must be in (0, 1/n) = (0, {1.0 / n_samples:.3g}) for a dataset of {n_samples} "
-            f"samples (got {delta:g}): a larger δ allows releasing a whole record; "
+            f"samples (got {delta!r}): a larger δ allows releasing a whole record; "
             f"use delta={default_delta(n_samples):g}"
         )
+
+
+def has_ledger(data_dir: DataDir, dataset: str) -> bool:
+    """Whether *dataset* has a budget ledger (publish rolls back only one it created)."""
+    return _path(data_dir, dataset).exists()
+
+
+def remove_ledger(data_dir: DataDir, dataset: str) -> None:
+    """Delete an unused ledger (a publish that failed); one with spending or reservations stays."""
+    path = _path(data_dir, dataset)
+    with _locked(data_dir):
+        ledger = _read(path)
+        if ledger is not None and ledger.committed():
+            raise BudgetError(f"the ε ledger of dataset {dataset!r} records spending or reservations; "
+                              "it is never removed")
+        path.unlink(missing_ok=True)
 
 
 def set_budget(
@@ -234,7 +252,8 @@ def set_budget(
     could leave approved jobs over budget.
     """
     delta = default_delta(n_samples) if delta is None else delta
-    _check_budget(epsilon_budget=epsilon_budget, delta=delta, n_samples=n_samples)
+    check_budget(epsilon_budget=epsilon_budget, delta=delta, n_samples=n_samples)
+    epsilon_budget, delta, n_samples = float(epsilon_budget), float(delta), int(n_samples)
     path = _path(data_dir, dataset)
     with _locked(data_dir):
         ledger = _read(path) or _Ledger(dataset, epsilon_budget, delta, n_samples)
@@ -369,7 +388,7 @@ def charge(data_dir: DataDir, dataset: str, *, job_id: str, call: int, entries: 
         trial = replace(job, charges={**job.charges, call: spent})
         numbers = _numbers(ledger, trial.spent() + trial.outstanding(), without=job_id)
         if not numbers["fits"]:
-            pass
+            raise _refusal(f"running call {call} of job {job_id}", numbers)
         job.charges[call], job.charged_at[call] = spent, _now()
         _write(path, ledger)
     return True
@@ -410,3 +429,6 @@ def status_frame(data_dir: DataDir) -> pd.DataFrame:
         st = _status_of(_require(path, path.stem))
         rows.append({**{c: getattr(st, c) for c in STATUS_COLUMNS[:-1]}, "jobs": len(st.jobs)})
     return pd.DataFrame(rows, columns=STATUS_COLUMNS)
+
+
+budget_status = status  # the name domains re-exports

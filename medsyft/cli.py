@@ -26,6 +26,7 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from domains.cli import register as register_domain
     from medsyft.demo import register as register_demo
+    from medsyft.keys import register as register_keys
     from orchestrator.cli import register as register_orchestrator
 
     parser = OneLineParser(
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     register_domain(sub)
     register_orchestrator(sub)
+    register_keys(sub)
     register_demo(sub)
     return parser
 
@@ -44,12 +46,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from domains.errors import MedsyftDomainError
     from domains.training.errors import TrainingError
     from orchestrator.errors import OrchestratorError
+    from privacy.errors import PrivacyError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except (MedsyftDomainError, OrchestratorError, TrainingError) as exc:
+    except (MedsyftDomainError, OrchestratorError, TrainingError, PrivacyError) as exc:
         print(f"medsyft: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -39,8 +39,38 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not skipped.empty:
         print("\nskipped site-rounds:")
         _print(skipped[["round", "site", "status", "error"]])
+    eps = result.epsilon()
+    if not eps.empty:
+        print("\nprivacy (ε at each dataset's δ, Opacus RDP accountant):")
+        _print(eps)
+    if "x_float32" in result.timing and spec_he(result):
+        t = result.timing.iloc[-1]
+        print(f"\nHE wire cost per site update: {t['update_MB']:.2f} MB for {int(t['params'])} "
+              f"parameters = {t['bytes_per_param']:.1f} bytes/parameter ({t['x_float32']:.2f}x float32)")
+        print("the final model is encrypted: `medsyft release --config ...` asks every owner to release it")
     print(f"\nplot: {result.plot()}")
     print(f"run directory: {result.run_dir}")
+    return 0
+
+
+def spec_he(result: Any) -> bool:
+    return result.spec.he is not None
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    from orchestrator.config import load_config
+    from orchestrator.errors import ReleaseRequired
+    from orchestrator.job import FederatedJob
+
+    job = FederatedJob(load_config(args.config))
+    _print(job.request_release())
+    try:
+        result = job.fetch_release()
+    except ReleaseRequired as exc:
+        print(f"not yet: {exc}")
+        return 3
+    print(f"released: the final model is in {result.run_dir / 'release' / 'model.npz'} "
+          f"(record: release.json)")
     return 0
 
 
@@ -71,6 +101,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--approval-timeout", type=float, help="seconds (default: from the config)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_train)
+    p = subparsers.add_parser("release", help="ask every data owner to release the encrypted "
+                              "final model; fetch it once all approved", description=__doc__)
+    p.add_argument("--config", required=True, help="job.toml")
+    p.set_defaults(handler=cmd_release)
     p = subparsers.add_parser("baseline", help="train the same model centrally on the union",
                               description=__doc__)
     p.add_argument("--config", required=True, help="job.toml")

@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
 
 from domains.training.local import TrainConfig
@@ -26,7 +27,8 @@ from domains.training.spec import HESpec, JobSpec
 from domains.training.weights import Weights, get_weights
 from orchestrator.checkpoint import RunDir, RunState
 from orchestrator.config import JobConfig
-from orchestrator.errors import ConfigError, NotApproved
+from orchestrator import release
+from orchestrator.errors import ConfigError, NotApproved, ReleaseRequired
 from orchestrator.result import FederatedResult
 from orchestrator.runner import Federation
 from orchestrator.site import Site, connect_all
@@ -168,9 +170,36 @@ class FederatedJob:
                                wall_seconds=time.perf_counter() - started,
                                run_dir=self.run_dir.path)
 
+    # -- release of an encrypted run's final model -------------------------------------
+    def request_release(self) -> pd.DataFrame:
+        """Ask every data owner to release the final model (once); returns their status."""
+        state = self.state()
+        if state is None:
+            raise NotApproved("nothing submitted yet; call submit() first")
+        release.submit_release(self.sites, state, self.run_dir)
+        return self.release_status()
+
+    def release_status(self) -> pd.DataFrame:
+        return release.release_table(self.sites, self.run_dir)
+
+    def fetch_release(self) -> FederatedResult:
+        """The run's result with the unmasked final model; ReleaseRequired until all approved."""
+        state = self.state()
+        result = self.result()
+        if state is None or result is None:
+            raise ReleaseRequired("no finished run to release; run the job first")
+        weights, _ = release.fetch_release(self.sites, state, self.run_dir)
+        result.weights = weights
+        return result
+
     def result(self) -> FederatedResult | None:
         """The stored result of a finished run, without contacting any site."""
         state = self.state()
         if state is None or not state.finished:
             return None
-        return FederatedResult.load(self.run_dir.path, state.spec)
+        result = FederatedResult.load(self.run_dir.path, state.spec)
+        released = self.run_dir.path / "release" / "model.npz"
+        if result.weights is None and released.exists():
+            with np.load(released) as npz:
+                result.weights = {k: npz[k] for k in npz.files}
+        return result

@@ -52,7 +52,7 @@ class CallOutcome:
 
 
 def call_site(site: Site, spec_function: str, labels: Any, job: dict[str, Any],
-              payload: dict[str, Any]) -> CallOutcome:
+              payload: dict[str, Any], *, constant_name: str = "job") -> CallOutcome:
     """One round trip: upload the payload, run the approved function, fetch the result.
 
     *labels* is the bound asset, or a callable that fetches it (so that a site that
@@ -70,7 +70,7 @@ def call_site(site: Site, spec_function: str, labels: Any, job: dict[str, Any],
             pointer = sy.ActionObject.from_obj(payload).send(site.client)
             t_exec = time.perf_counter()
             function = getattr(site.client.code, spec_function)
-            result = function(labels=labels, job=job, payload=pointer)
+            result = function(labels=labels, payload=pointer, **{constant_name: job})
             t_get = time.perf_counter()
             value = result.get() if hasattr(result, "get") else result
             t_end = time.perf_counter()

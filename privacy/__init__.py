@@ -1,3 +1,36 @@
-"""Differential privacy and homomorphic encryption that both datasites and orchestrator trust (issue 4)."""
+"""The mathematics both hospitals and the orchestrator trust: DP accounting and HE aggregation.
 
-__all__: list[str] = []
+Public API (imported lazily: the accounting pulls in Opacus and torch, HE pulls in TenSEAL):
+
+- :class:`DPConfig`, :func:`epsilon`, :func:`noise_for_target`, :func:`training_entry`,
+  :func:`eval_entry`, :func:`job_history` - Opacus-based accounting (:mod:`privacy.accounting`)
+- :func:`init_keys`, :func:`load_context`, :class:`HEContext`, :class:`EncryptedVector`,
+  :func:`release_share`, :func:`unmask_release`, :data:`KEY_SCHEME` - BFV encrypted FedAvg
+  (:mod:`privacy.he`)
+- errors: see :mod:`privacy.errors`
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    **{name: "privacy.accounting" for name in (
+        "DPConfig", "epsilon", "noise_for_target", "training_entry", "eval_entry", "job_history")},
+    **{name: "privacy.he" for name in (
+        "init_keys", "load_context", "HEContext", "EncryptedVector", "release_share",
+        "unmask_release", "KEY_SCHEME")},
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'privacy' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -181,7 +181,9 @@ def _prv_epsilon(entries: list[HistoryEntry], delta: float) -> float:
 
     accountant = PRVAccountant()
     accountant.history = list(entries)
-    with np.errstate(divide="ignore", invalid="ignore"):  # log(1 - q) at q = 1 is -inf, handled
+    # log(1 - q) at q = 1 is -inf, which PRV handles; its RDP-based domain bound may warn as above
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
         return float(accountant.get_epsilon(delta, eps_error=PRV_EPS_ERROR))
 
 

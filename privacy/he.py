@@ -27,6 +27,10 @@ result adds at most B·2^-24. :func:`fedavg_tolerance` returns k/(2·S·W) + B·
 
 Release masks (the final model leaves only with every site's consent): :mod:`privacy.he_keys`.
 
+Not protected: the metadata beside a ciphertext (weight_sum, n_parts) is plain and unauthenticated.
+An orchestrator could label one site's ciphertext a mean of many; it still cannot read it, but a
+masked release of it would publish that site's model.
+
 >>> import tempfile
 >>> secret, public, key_id = init_keys(tempfile.mkdtemp() + "/keys")
 >>> hospital, orchestrator = load_context(secret), load_context(public)
@@ -65,7 +69,6 @@ from privacy.he_keys import (
     read_key_file,
     release_mask,
     release_share,
-    signed_mean,
     unmask_release,
 )
 
@@ -221,17 +224,20 @@ class HEContext:
 
     def decrypt_mean(self, enc: EncryptedVector) -> np.ndarray:
         """The weighted mean Σ w_i·clamp(x_i) / Σ w_i as float32 (hospital key only)."""
-        residues = self.decrypt_sum_residues(enc)
-        return signed_mean(residues, plain_modulus=PLAIN_MODULUS, scale=enc.scale, weight_sum=enc.weight_sum)
+        return (self._decrypt_signed(enc) / (enc.scale * enc.weight_sum)).astype(np.float32)
 
     def decrypt_sum_residues(self, enc: EncryptedVector) -> np.ndarray:
         """The plaintext sum's residues in [0, t) as int64, the input of a masked release."""
+        signed = self._decrypt_signed(enc)
+        return np.where(signed < 0, signed + PLAIN_MODULUS, signed)
+
+    def _decrypt_signed(self, enc: EncryptedVector) -> np.ndarray:
+        """The plaintext sum as int64 in [-half, half]: SEAL's batch decoder centres the residues."""
         self._require_secret("decrypt")
         self._check_key(enc)
         decryptor = self._tenseal.decryptor().data
-        values = [self._decrypt_chunk(blob, enc.chunk_length(j), decryptor)
-                  for j, blob in enumerate(enc.chunks)]
-        return np.concatenate(values) % PLAIN_MODULUS
+        return np.concatenate([self._decrypt_chunk(blob, enc.chunk_length(j), decryptor)
+                               for j, blob in enumerate(enc.chunks)])
 
     def _require_secret(self, action: str) -> None:
         if not self.has_secret:

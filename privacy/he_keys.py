@@ -254,7 +254,10 @@ def _check_keys(context: Any, role: str, source: str) -> None:
 
 
 def release_mask(ctx: HEContext, *, job_id: str, site_index: int, n_sites: int, length: int) -> np.ndarray:
-    """Site ``site_index``'s mask (int64 residues mod t); the masks of sites 0..n_sites-1 sum to 0."""
+    """Site ``site_index``'s mask (int64 residues mod t); the masks of sites 0..n_sites-1 sum to 0.
+
+    With ``n_sites=1`` the mask is zero: a lone site releases in the clear, as it could anyway.
+    """
     if ctx.release_seed is None:
         raise NoSecretKey(f"release masks need the hospital key ({SECRET_FILE}); key {ctx.key_id[:8]} here "
                           "is the orchestrator's public file")

@@ -26,25 +26,23 @@ import numpy as np
 from domains.training.errors import ExecutionLimitReached
 
 _WEIGHT_PREFIX = "w::"
-
-
 _FLAT = "__flat__"  # weights sent as one flattened vector come back the same way
-
-
+_ARRAY_PREFIX = "a::"  # other array results, e.g. a release share
 _CHUNK_PREFIX = "c::"  # an encrypted update's ciphertexts, one uint8 array each
 
 
 def _save_result(path: Path, result: dict[str, Any]) -> None:
     weights = result.get("weights")
-    meta = {k: v for k, v in result.items() if k != "weights"}
-    if isinstance(weights, dict) and "chunks" in weights:
+    meta = {k: v for k, v in result.items() if k != "weights" and not isinstance(v, np.ndarray)}
+    arrays = {f"{_ARRAY_PREFIX}{k}": v for k, v in result.items()
+              if k != "weights" and isinstance(v, np.ndarray)}
+    if isinstance(weights, dict) and "chunks" in weights:  # encrypted: metadata + ciphertext bytes
         meta["encrypted"] = {k: v for k, v in weights.items() if k != "chunks"}
-        arrays = {f"{_CHUNK_PREFIX}{i}": np.frombuffer(c, np.uint8) for i, c in enumerate(weights["chunks"])}
-        weights = None
-    if isinstance(weights, np.ndarray):
-        weights = {_FLAT: weights}
-    if weights is not None or "encrypted" not in meta:
-        arrays = {f"{_WEIGHT_PREFIX}{k}": v for k, v in (weights or {}).items()}
+        arrays.update({f"{_CHUNK_PREFIX}{i}": np.frombuffer(c, np.uint8)
+                       for i, c in enumerate(weights["chunks"])})
+    else:
+        named = {_FLAT: weights} if isinstance(weights, np.ndarray) else (weights or {})
+        arrays.update({f"{_WEIGHT_PREFIX}{k}": v for k, v in named.items()})
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     try:
         os.fchmod(fd, 0o600)
@@ -60,6 +58,7 @@ def _load_result(path: Path) -> dict[str, Any]:
     with np.load(path, allow_pickle=False) as npz:
         result: dict[str, Any] = json.loads(str(npz["__meta__"]))
         weights = {k[len(_WEIGHT_PREFIX):]: npz[k] for k in npz.files if k.startswith(_WEIGHT_PREFIX)}
+        result.update({k[len(_ARRAY_PREFIX):]: npz[k] for k in npz.files if k.startswith(_ARRAY_PREFIX)})
         chunks = sorted((int(k[len(_CHUNK_PREFIX):]), npz[k].tobytes()) for k in npz.files
                         if k.startswith(_CHUNK_PREFIX))
     encrypted = result.pop("encrypted", None)

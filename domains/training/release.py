@@ -5,10 +5,13 @@ release: the validation metrics of every round. Here it is a Gaussian mechanism 
 charged to the same ε ledger, so that "evaluation is free" is never claimed:
 
 * The site releases only counts: per class, a histogram of predicted probabilities in
-  :data:`RELEASE_BINS` bins split by the true label, and (for more than two classes) the
-  number of correct argmax predictions. Adding or removing one image changes one count per
-  released class channel by 1, so the L2 sensitivity is ``sqrt(channels)``. A binary task
-  releases only the positive class's channel: the other is its mirror image.
+  :data:`RELEASE_BINS` bins split by the true label, the number of images, and (unless
+  multi-label) the number of correct argmax predictions. Adding or removing one image
+  changes one count per released class channel, the image count and the correct count by
+  at most 1 each, so the L2 sensitivity is ``sqrt(channels + 2)`` (``+ 1`` multi-label).
+  A binary task releases only the positive class's channel: the other is its mirror image.
+  Separate image and correct counts keep accuracy steady: read off the histograms, it
+  would sum the noise of many bins.
 * Gaussian noise of standard deviation ``eval_noise_multiplier * sensitivity`` is added to every
   count. The Rényi DP of that mechanism is ``α / (2 σ²)``, the same as one DP-SGD step with
   sampling rate 1, so the ledger records it as ``(σ, 1.0, 1)``.
@@ -33,28 +36,27 @@ import numpy as np
 from domains.training.errors import TrainingError
 from domains.training.evaluate import BINS, EvalResult, histogram_auc
 
-RELEASE_BINS = 10  # coarse bins: fewer counts, each with the same noise, make a steadier AUC
+RELEASE_BINS = 4  # coarse bins: fewer noisy counts give a steadier AUC (measured: sd 0.04 vs 0.07 for 10)
 
 
 def release_channels(num_classes: int, *, multi_label: bool) -> tuple[int, bool]:
     """Released histogram channels and whether a correct-count is released too."""
     if num_classes == 2 and not multi_label:
-        return 1, False
+        return 1, True
     return num_classes, not multi_label
 
 
 def sensitivity(num_classes: int, *, multi_label: bool) -> float:
     """L2 sensitivity of the released count vector to adding or removing one image."""
     channels, correct = release_channels(num_classes, multi_label=multi_label)
-    return math.sqrt(channels + int(correct))
+    return math.sqrt(channels + int(correct) + 1)
 
 
 def noisy_release(result: EvalResult, *, eval_noise_multiplier: float, correct: int | None = None,
                   rng: np.random.Generator | None = None) -> EvalResult:
     """A DP version of *result*: coarsened, noised counts and metrics computed only from them.
 
-    *correct* is the exact number of correct argmax predictions (needed for more than two
-    classes). The returned ``n`` is the noisy image count; ``score_histograms`` are the noisy
+    *correct* is the exact number of correct argmax predictions (needed unless multi-label). The returned ``n`` is the noisy image count; ``score_histograms`` are the noisy
     ``(K, 2, RELEASE_BINS)`` counts, rounded and unclamped (a count may be negative).
     """
     if not eval_noise_multiplier > 0:
@@ -69,12 +71,12 @@ def noisy_release(result: EvalResult, *, eval_noise_multiplier: float, correct: 
     if channels == 1 and k == 2:  # binary: class 0 is the mirror of class 1
         mirror = released[0, ::-1, ::-1]
         released = np.stack([mirror, released[0]])
-    n = max(1.0, float(released[k - channels:].sum(axis=(1, 2)).mean()))
+    n = max(1.0, float(np.rint(result.n + rng.normal(0.0, std))))
     accuracy = _threshold_accuracy(released, result.multi_label, n)
     if with_correct:
         if correct is None:
-            raise TrainingError("noisy_release needs the correct-prediction count for > 2 classes")
-        accuracy = max(0.0, float(correct) + float(rng.normal(0.0, std))) / max(n, 1.0)
+            raise TrainingError("noisy_release needs the correct-prediction count unless multi-label")
+        accuracy = float(np.rint(correct + rng.normal(0.0, std))) / n
     auc = histogram_auc(released, multi_label=result.multi_label)
     return EvalResult(
         n=int(n), loss=binned_loss(np.maximum(released, 0), multi_label=result.multi_label),

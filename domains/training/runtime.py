@@ -26,6 +26,7 @@ import numpy as np
 from domains import budget, he_key, store
 from domains.datadir import DataDir
 from domains.errors import MedsyftDomainError
+from domains.training import final
 from domains.training.errors import TrainingError
 from domains.training.evaluate import evaluate
 from domains.training.ledger import JobLedger
@@ -81,6 +82,8 @@ def _incoming(spec: JobSpec, call: int, payload: dict[str, Any], model: Any, dat
         context = he_key.load(data_dir, expect=spec.he.key_id)
         vector = context.decrypt_mean(EncryptedVector.from_dict(sent))
         set_weights(model, unflatten(vector, flatten(get_weights(model))[1]))
+        if call == spec.max_calls:  # the final model: kept here for local use after its release
+            final.keep_final(data_dir, spec, sent, vector)
     elif isinstance(sent, np.ndarray):  # one float32 vector travels faster than a dict
         set_weights(model, unflatten(sent, flatten(get_weights(model))[1]))
     elif isinstance(sent, dict):
@@ -182,3 +185,19 @@ def run_task(labels: Any, job: dict[str, Any], payload: dict[str, Any]) -> dict[
                           "message": "unexpected error inside the datasite; its log has the details"}}
     result["site_seconds"] = time.perf_counter() - started
     return result
+
+
+def run_release(labels: Any, release: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    """Entry point of an approved release request (see :mod:`domains.training.final`)."""
+    try:
+        spec = JobSpec.from_dict(release["job"])
+        data_dir = DataDir(os.environ["MEDSYFT_DATA_DIR"])
+        _site_data(data_dir, spec, labels)  # the release is bound to the same dataset
+        ledger = JobLedger(data_dir.jobs_dir, f"{spec.job_id}-release", 1)
+        return ledger.run(1, lambda: final.run_release(release, payload))
+    except ALLOWED_ERRORS as exc:
+        return {"error": {"type": type(exc).__name__, "message": str(exc)}}
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        return {"error": {"type": type(exc).__name__,
+                          "message": "unexpected error inside the datasite; its log has the details"}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import stat
 import subprocess
@@ -45,7 +46,8 @@ def data_dir(tmp_path: Path) -> DataDir:
 def test_reserve_refuses_a_job_that_would_pass_the_budget(data_dir: DataDir) -> None:
     first = budget.reserve(data_dir, "chest", job_id="a", plan=_plan(), description="8 rounds")
     assert first["epsilon_after"] == pytest.approx(epsilon(_flat(_plan()), delta=DELTA))
-    with pytest.raises(PrivacyBudgetExceeded, match=r"approving job b would bring dataset 'chest' to ε=12\.1"):
+    refusal = r"approving job b would bring dataset 'chest' to ε=12\.1"
+    with pytest.raises(PrivacyBudgetExceeded, match=refusal):
         budget.reserve(data_dir, "chest", job_id="b", plan=_plan())
     assert [j.job_id for j in budget.status(data_dir, "chest").jobs] == ["a"]
 
@@ -150,7 +152,7 @@ def test_corrupt_ledger_raises_and_is_not_reset(data_dir: DataDir) -> None:
     damaged = path.read_text()
     with pytest.raises(BudgetError, match=r"ledger .*chest\.json is unreadable or damaged"):
         budget.reserve(data_dir, "chest", job_id="a", plan=_plan())
-    with pytest.raises(BudgetError, match="chest.json"):
+    with pytest.raises(BudgetError, match=r"chest\.json"):
         budget.set_budget(data_dir, "chest", n_samples=N, epsilon_budget=10.0, delta=DELTA)
     with pytest.raises(BudgetError):
         budget.status_frame(data_dir)
@@ -186,7 +188,8 @@ def test_set_budget_change_after_spending_is_refused(data_dir: DataDir, eps: flo
 
 
 def test_set_budget_change_before_any_use_is_allowed(data_dir: DataDir) -> None:
-    assert budget.set_budget(data_dir, "chest", n_samples=N, epsilon_budget=3.0, delta=1e-6).epsilon_budget == 3.0
+    changed = budget.set_budget(data_dir, "chest", n_samples=N, epsilon_budget=3.0, delta=1e-6)
+    assert (changed.epsilon_budget, changed.delta) == (3.0, 1e-6)
 
 
 @pytest.mark.parametrize("delta", [1 / N, 0.01, 0.0, 1.5])
@@ -200,6 +203,23 @@ def test_set_budget_default_delta_shrinks_for_large_datasets(tmp_path: Path) -> 
     assert budget.set_budget(DataDir(tmp_path), "huge", n_samples=1_000_000).delta == pytest.approx(1e-7)
 
 
+@pytest.mark.parametrize("eps", [0.0, -1.0, math.inf, math.nan])
+def test_check_budget_refuses_epsilon_that_is_not_positive_and_finite(eps: float) -> None:
+    with pytest.raises(BudgetError, match="epsilon budget must be a finite number > 0"):
+        budget.check_budget(epsilon_budget=eps, delta=DELTA, n_samples=N)
+
+
+def test_remove_ledger_drops_an_unused_ledger_only(data_dir: DataDir) -> None:
+    budget.set_budget(data_dir, "failed-upload", n_samples=N)
+    assert budget.has_ledger(data_dir, "failed-upload")
+    budget.remove_ledger(data_dir, "failed-upload")
+    assert not budget.has_ledger(data_dir, "failed-upload")
+    budget.reserve(data_dir, "chest", job_id="a", plan=_plan(1))
+    with pytest.raises(BudgetError, match="never removed"):
+        budget.remove_ledger(data_dir, "chest")
+    assert budget.has_ledger(data_dir, "chest")
+
+
 def test_ledger_files_are_private(data_dir: DataDir) -> None:
     budget.reserve(data_dir, "chest", job_id="a", plan=_plan())
     folder = data_dir.path / "privacy"
@@ -210,7 +230,8 @@ def test_ledger_files_are_private(data_dir: DataDir) -> None:
 
 def test_dataset_names_with_slashes_stay_inside_the_ledger_folder(data_dir: DataDir) -> None:
     budget.set_budget(data_dir, "../x/y z", n_samples=N)
-    assert {p.name for p in (data_dir.path / "privacy").glob("*.json")} == {"chest.json", "..%2Fx%2Fy%20z.json"}
+    names = {p.name for p in (data_dir.path / "privacy").glob("*.json")}
+    assert names == {"chest.json", "..%2Fx%2Fy%20z.json"}
     assert list(budget.status_frame(data_dir)["dataset"]) == ["../x/y z", "chest"]
 
 
@@ -232,7 +253,8 @@ def test_status_frame_has_one_row_per_dataset(data_dir: DataDir) -> None:
     frame = budget.status_frame(data_dir).set_index("dataset")
     assert list(frame.index) == ["chest", "knee"]
     assert frame.loc["chest", "jobs"] == 1 and frame.loc["knee", "reserved_epsilon"] == 0.0
-    assert frame.loc["chest", "remaining_epsilon"] == pytest.approx(10.0 - frame.loc["chest", "reserved_epsilon"])
+    chest = frame.loc["chest"]
+    assert chest["remaining_epsilon"] == pytest.approx(10.0 - chest["reserved_epsilon"])
 
 
 # -- property: random approvals, runs and denials never overspend -------------------------------
@@ -288,7 +310,8 @@ class LedgerMachine(RuleBasedStateMachine):
             with pytest.raises(PrivacyBudgetExceeded):
                 budget.reserve(self.dir, "ds", job_id=job, plan=plan)
         else:
-            assert budget.reserve(self.dir, "ds", job_id=job, plan=plan)["epsilon_after"] == pytest.approx(after)
+            numbers = budget.reserve(self.dir, "ds", job_id=job, plan=plan)
+            assert numbers["epsilon_after"] == pytest.approx(after)
             self.plans[job], self.active = plan, self.active | {job}
 
     @rule(job=st.sampled_from("abcd"), call=st.integers(1, 5), extra_epochs=st.sampled_from([0, 0, 5, 20]))
@@ -313,7 +336,8 @@ class LedgerMachine(RuleBasedStateMachine):
         entries = self.plans[job][call]
         if extra_epochs:  # the call ran more than approved: only the budget check stands in the way
             sigma = self.plans[job][1][-1][0]
-            entries = [EVAL, training_entry(noise_multiplier=sigma, n_samples=N, batch_size=64, epochs=extra_epochs)]
+            more = training_entry(noise_multiplier=sigma, n_samples=N, batch_size=64, epochs=extra_epochs)
+            entries = [EVAL, more]
         charged[call] = entries
         fits = self._eps(self._committed()) <= self.budget
         event(f"charge {'accepted' if fits else 'refused'}")

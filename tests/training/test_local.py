@@ -172,4 +172,4 @@ def test_train_local_timing_is_measured(phantoms: tuple[ImageSet, ImageSet]) -> 
     result = train_local(model, images, labels, config=TrainConfig())
     assert 0 < result.seconds <= time.perf_counter() - start
     assert result.to_dict() == {"n_samples": 64, "mean_loss": result.mean_loss, "steps": 2,
-                                "seconds": result.seconds}
+                                "seconds": result.seconds, "privacy_history": []}

@@ -1,0 +1,114 @@
+"""The final model of an encrypted job: kept by every hospital, released only with every owner's yes.
+
+At the job's last call (the final evaluation) each datasite decrypts the final global
+model, evaluates it, and keeps it in ``DIR/jobs/JOB/final-model.npz`` (0600) together
+with a digest of the ciphertext it decrypted. The scientist holds only that ciphertext.
+
+A *release* is a separate code request per datasite, reviewed like any other. Its
+approved code (:func:`run_release`) checks that the ciphertext it is handed is the one
+this site evaluated at the final call, and returns the plaintext masked by this site's
+share of a zero-sum mask derived from the hospitals' secret (``privacy.he``): only the
+sum of every site's share unmasks the model, so one approving hospital cannot release it
+alone. After its own approval a hospital may use the model locally (:func:`released_model`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from domains import budget, he_key
+from domains.datadir import DataDir
+from domains.training.errors import TrainingError
+from domains.training.spec import JobSpec
+
+FINAL_MODEL = "final-model.npz"
+FINAL_RECORD = "final.json"
+RELEASED = "released.json"
+
+
+def digest(encrypted: dict[str, Any]) -> str:
+    """SHA-256 over an encrypted vector's metadata and ciphertext bytes."""
+    h = hashlib.sha256()
+    meta = {k: v for k, v in encrypted.items() if k != "chunks"}
+    h.update(json.dumps(meta, sort_keys=True).encode())
+    for chunk in encrypted.get("chunks", []):
+        h.update(hashlib.sha256(chunk).digest())
+    return h.hexdigest()
+
+
+def keep_final(data_dir: DataDir, spec: JobSpec, encrypted: dict[str, Any], vector: np.ndarray) -> None:
+    """At the final call: keep the decrypted model and what it was decrypted from."""
+    folder = data_dir.jobs_dir / spec.job_id
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _write(folder / FINAL_MODEL, lambda fh: np.save(fh, vector.astype(np.float32)))
+    record = {"digest": digest(encrypted), "time": _now(), "spec": spec.to_dict()}
+    _write(folder / FINAL_RECORD, lambda fh: fh.write(json.dumps(record, indent=2).encode()))
+
+
+def run_release(release: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    """Approved release code: this site's masked share of the final model, plus the record."""
+    from privacy.he import EncryptedVector, release_share
+
+    data_dir = DataDir(os.environ["MEDSYFT_DATA_DIR"])
+    spec = JobSpec.from_dict(release["job"])
+    index, n_sites = int(release["site_index"]), int(release["n_sites"])
+    folder = data_dir.jobs_dir / spec.job_id
+    if spec.he is None or not (folder / FINAL_RECORD).exists():
+        raise TrainingError(f"job {spec.job_id} has no encrypted final model on this datasite "
+                            "(it did not run here, or not to its final call)")
+    sent = payload.get("final") if isinstance(payload, dict) else None
+    record = json.loads((folder / FINAL_RECORD).read_text())
+    if not isinstance(sent, dict) or digest(sent) != record["digest"]:
+        raise TrainingError("the ciphertext to release is not the final model this datasite "
+                            f"evaluated for job {spec.job_id}; send the run's last global model")
+    encrypted = EncryptedVector.from_dict(sent)
+    if n_sites < encrypted.n_parts:
+        raise TrainingError(f"the final model sums {encrypted.n_parts} sites but the release names "
+                            f"{n_sites}: every contributing site must take part")
+    context = he_key.load(data_dir, expect=spec.he.key_id)
+    share = release_share(context, encrypted, job_id=spec.job_id, site_index=index, n_sites=n_sites)
+    _write(folder / RELEASED, lambda fh: fh.write(json.dumps(
+        {"time": _now(), "site_index": index, "n_sites": n_sites}).encode()))
+    return {"share": share, "scale": encrypted.scale, "weight_sum": encrypted.weight_sum,
+            "plain_modulus": int(context.params["plain_modulus"]), "site_index": index,
+            "record": _record(data_dir, spec)}
+
+
+def _record(data_dir: DataDir, spec: JobSpec) -> dict[str, Any]:
+    """What the released artifact says about this site: ε spent on its dataset by the job."""
+    out: dict[str, Any] = {"dataset": spec.dataset, "rounds": spec.rounds, "dp": spec.dp is not None}
+    if spec.dp is not None:
+        status = budget.status(data_dir, spec.dataset)
+        job = next((j for j in status.jobs if j.job_id == spec.job_id), None)
+        out.update(epsilon=job.spent_epsilon if job else 0.0, delta=status.delta,
+                   dataset_epsilon_spent=status.spent_epsilon, epsilon_budget=status.epsilon_budget)
+    return out
+
+
+def released_model(data_dir: DataDir, job_id: str) -> tuple[JobSpec, np.ndarray]:
+    """The final model for local inference, once this site's owner approved its release."""
+    folder = data_dir.jobs_dir / job_id
+    if not (folder / RELEASED).exists():
+        raise TrainingError(f"job {job_id}'s final model is not released on this datasite; approve "
+                            "its release request first (`medsyft domain requests`)")
+    record = json.loads((folder / FINAL_RECORD).read_text())
+    return JobSpec.from_dict(record["spec"]), np.load(folder / FINAL_MODEL)
+
+
+def _write(path: Path, write: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        write(fh)
+    os.replace(tmp, path)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
