@@ -32,14 +32,47 @@ class PrivacyReview:
     numbers: dict[str, Any] = field(default_factory=dict)
 
 
-def job_constant(code: Any) -> dict[str, Any] | None:
-    """The ``job`` constant of a medsyft submission, or None for other code."""
+def _constant(code: Any, name: str) -> dict[str, Any] | None:
     for rules in (code.input_policy_init_kwargs or {}).values():
-        rule = rules.get("job")
+        rule = rules.get(name)
         value = getattr(rule, "val", None)
-        if type(rule).__name__ == "Constant" and isinstance(value, dict) and "job_id" in value:
+        if type(rule).__name__ == "Constant" and isinstance(value, dict):
             return value
     return None
+
+
+def job_constant(code: Any) -> dict[str, Any] | None:
+    """The ``job`` constant of a medsyft submission, or None for other code."""
+    value = _constant(code, "job")
+    return value if value is not None and "job_id" in value else None
+
+
+def release_constant(code: Any) -> dict[str, Any] | None:
+    """The ``release`` constant of a medsyft release request, or None for other code."""
+    value = _constant(code, "release")
+    return value if value is not None and isinstance(value.get("job"), dict) else None
+
+
+def review_release(data_dir: DataDir, release: dict[str, Any]) -> PrivacyReview:
+    """What releasing a finished job's final model means for this site."""
+    from domains.training.final import FINAL_RECORD
+
+    job = release["job"]
+    rev = PrivacyReview(str(job.get("dataset")), str(job.get("job_id")), job.get("dp") is not None,
+                        job.get("he") is not None)
+    sites = release.get("sites") or []
+    rev.lines += [
+        f"RELEASE of job {rev.job_id}'s final model to the scientist, in plaintext",
+        f"needs the approval of all {release.get('n_sites')} sites: {', '.join(map(str, sites))} "
+        f"(this site is #{int(release.get('site_index', -1)) + 1}); no site alone can release it",
+        "costs no ε: the model is the output of the DP training already charged",
+    ]
+    if not (data_dir.jobs_dir / rev.job_id / FINAL_RECORD).exists():
+        rev.warnings.append("this datasite did not evaluate this job's final model: the release "
+                            "will be refused")
+    if len(sites) != release.get("n_sites"):
+        rev.warnings.append("the site list and the site count differ: deny it")
+    return rev
 
 
 def review_privacy(data_dir: DataDir, job: dict[str, Any]) -> PrivacyReview:

@@ -18,7 +18,15 @@ from domains.audit import AuditLog, local_actor
 from domains.connection import admin_client, quiet
 from domains.datadir import AUDIT_FILE, DataDir
 from domains.errors import RequestNotFound
-from domains.privacy_review import PrivacyReview, job_constant, release_for, reserve_for, review_privacy
+from domains.privacy_review import (
+    PrivacyReview,
+    job_constant,
+    release_constant,
+    release_for,
+    reserve_for,
+    review_privacy,
+    review_release,
+)
 from domains.review import Flag, review_code
 
 REQUEST_COLUMNS = [
@@ -145,7 +153,10 @@ class RequestBook:
 
     def _privacy(self, code: Any) -> PrivacyReview | None:
         job = job_constant(code)
-        return None if job is None else review_privacy(self.data_dir, job)
+        if job is not None:
+            return review_privacy(self.data_dir, job)
+        release = release_constant(code)
+        return None if release is None else review_release(self.data_dir, release)
 
     def approve(self, request_id: str) -> ReviewReport:
         request = self.find(request_id)

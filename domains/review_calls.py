@@ -78,8 +78,13 @@ TRUSTED_RUNTIMES: dict[str, str] = {
     "domains.training.runtime.run_task": (
         "runs medsyft's installed federated-training runtime with the job constant shown "
         "above: each call evaluates then trains the incoming model and returns its weights "
-        "(weights can memorise images; differential privacy bounds this) and aggregate "
-        "validation metrics (counts, loss, accuracy, ROC-AUC, score histograms)"
+        "(weights can memorise images; differential privacy bounds this; under HE they leave "
+        "encrypted) and aggregate validation metrics (under DP: noisy counts only)"
+    ),
+    "domains.training.runtime.run_release": (
+        "runs medsyft's installed release of a finished encrypted job: decrypts the final model "
+        "this datasite evaluated last and returns it masked by this site's share; the scientist "
+        "can read the model only when every site named in the release constant approved"
     ),
 }
 

@@ -28,8 +28,10 @@ from domains.training.evaluate import EvalResult, evaluate
 from domains.training.local import train_local
 from domains.training.models import build_model
 from domains.training.spec import JobSpec
-from domains.training.split import train_val_split
+from domains.training.plan import split
 from domains.training.threads import configure_threads
+from domains.training.weights import Weights, set_weights
+from privacy.accounting import noise_multiplier_for
 from orchestrator.config import JobConfig
 
 
@@ -54,8 +56,7 @@ def load_union(config: JobConfig, spec: JobSpec) -> tuple[ImageSet, np.ndarray, 
     train_parts, val_parts = [], []
     for i in range(1, n_sites + 1):
         idx = shard(data.labels, ShardSpec(i, n_sites), partition, seed=b.seed)
-        tr, va = train_val_split(data.labels[idx], val_fraction=spec.val_fraction,
-                                 seed=spec.split_seed)
+        tr, va = split(spec, data.images[idx], data.labels[idx])  # the sites' own split
         train_parts.append(idx[tr])
         val_parts.append(idx[va])
     return data, np.concatenate(train_parts), np.concatenate(val_parts)
@@ -66,15 +67,31 @@ def train_centralized(config: JobConfig, spec: JobSpec) -> BaselineResult:
     data, train_idx, val_idx = load_union(config, spec)
     model = build_model(spec.model, in_channels=spec.in_channels, num_classes=spec.num_classes,
                         image_size=spec.image_size, seed=spec.train.seed)
+    dp = None
+    if spec.dp is not None:  # the same DP-SGD: σ as configured, or for the same target ε
+        sigma = noise_multiplier_for(spec.dp, n_samples=len(train_idx), batch_size=spec.train.batch_size,
+                                     epochs_per_call=spec.train.epochs, training_calls=spec.rounds,
+                                     eval_calls=0)
+        dp = spec.dp_training(sigma)
     started = time.perf_counter()
     for r in range(1, spec.rounds + 1):  # the same shuffles per "round" as the sites use
         train_local(model, data.images[train_idx], data.labels[train_idx],
                     config=replace(spec.train, seed=spec.train.seed + r),
-                    multi_label=spec.multi_label)
+                    multi_label=spec.multi_label, dp=dp)
     wall = time.perf_counter() - started
     metrics = evaluate(model, data.images[val_idx], data.labels[val_idx],
                        multi_label=spec.multi_label)
     return BaselineResult(metrics, wall, len(train_idx), len(val_idx))
+
+
+def evaluate_weights(config: JobConfig, spec: JobSpec, weights: Weights) -> EvalResult:
+    """Score a model (e.g. the released federated one) exactly on the union's validation images."""
+    configure_threads()
+    data, _, val_idx = load_union(config, spec)
+    model = build_model(spec.model, in_channels=spec.in_channels, num_classes=spec.num_classes,
+                        image_size=spec.image_size)
+    set_weights(model, weights)
+    return evaluate(model, data.images[val_idx], data.labels[val_idx], multi_label=spec.multi_label)
 
 
 def comparison(federated: dict[str, float], central: BaselineResult) -> pd.DataFrame:

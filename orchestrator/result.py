@@ -44,8 +44,10 @@ class FederatedResult:
         if spec.he is None:
             with np.load(run_dir / f"global-{spec.rounds}.npz") as npz:
                 weights = {k: npz[k] for k in npz.files}
-        return cls(spec, weights, frame("history"), frame("metrics"), frame("timing"),
-                   float("nan"), run_dir, frame("privacy"))
+        timing = frame("timing")
+        wall = float(timing["round_s"].sum()) if "round_s" in timing else float("nan")  # rounds only
+        return cls(spec, weights, frame("history"), frame("metrics"), timing, wall, run_dir,
+                   frame("privacy"))
 
     def epsilon(self) -> pd.DataFrame:
         """ε per site after the run: this job's spend and the dataset's budget, spent and left."""

@@ -22,6 +22,9 @@ from domains.training.split import train_val_split
 from privacy.accounting import HistoryEntry, eval_entry, noise_multiplier_for, training_entry
 
 
+_SIGMA: dict[tuple[str, int, float], float] = {}
+
+
 @dataclass(frozen=True)
 class JobPlan:
     """One job's privacy on one dataset.
@@ -56,9 +59,12 @@ def job_plan(spec: JobSpec, *, n_train: int, delta: float) -> JobPlan:
     if spec.dp is None:
         return JobPlan(spec.dataset, n_train, None, delta, {})
     dp = replace(spec.dp, delta=delta)
-    sigma = noise_multiplier_for(dp, n_samples=n_train, batch_size=spec.train.batch_size,
-                                 epochs_per_call=spec.train.epochs, training_calls=spec.rounds,
-                                 eval_calls=spec.max_calls)
+    key = (spec.job_id, n_train, delta)
+    if key not in _SIGMA:  # a target ε takes a bisection (~0.4 s): once per job and process
+        _SIGMA[key] = noise_multiplier_for(dp, n_samples=n_train, batch_size=spec.train.batch_size,
+                                           epochs_per_call=spec.train.epochs,
+                                           training_calls=spec.rounds, eval_calls=spec.max_calls)
+    sigma = _SIGMA[key]
     train = training_entry(noise_multiplier=sigma, n_samples=n_train,
                            batch_size=spec.train.batch_size, epochs=spec.train.epochs)
     evaluation = eval_entry(eval_noise_multiplier=dp.eval_noise_multiplier)
