@@ -125,14 +125,25 @@ def cmd_budget(args: argparse.Namespace) -> int:
     data_dir = _data_dir(args)
     data_dir.require_initialized()
     frame = budget.status_frame(data_dir)
-    _show(frame.round(4), "no dataset has a privacy budget yet (publish one)")
+    _show(_eps_format(frame), "no dataset has a privacy budget yet (publish one)")
     if args.jobs and not frame.empty:
         for name in frame["dataset"]:
             jobs = budget.status(data_dir, name).jobs
             if jobs:
                 print(f"\njobs on {name}:")
-                print(pd.DataFrame([vars(j) for j in jobs]).round(4).to_string(index=False))
+                print(_eps_format(pd.DataFrame([vars(j) for j in jobs])).to_string(index=False))
     return 0
+
+
+def _eps_format(frame: pd.DataFrame) -> pd.DataFrame:
+    """ε to 4 decimals, δ in scientific notation (rounding would print 1e-05 as 0.0)."""
+    out = frame.copy()
+    for col in out.columns:
+        if "epsilon" in col:
+            out[col] = out[col].map(lambda v: f"{v:.4f}")
+        elif col == "delta":
+            out[col] = out[col].map(lambda v: f"{v:.1e}")
+    return out
 
 
 # -- accounts ----------------------------------------------------------------------

@@ -27,12 +27,12 @@ from domains.phantom import generate_chest_phantoms
 from domains.training.evaluate import EvalResult, evaluate
 from domains.training.local import train_local
 from domains.training.models import build_model
-from domains.training.spec import JobSpec
 from domains.training.plan import split
+from domains.training.spec import JobSpec
 from domains.training.threads import configure_threads
 from domains.training.weights import Weights, set_weights
-from privacy.accounting import noise_multiplier_for
 from orchestrator.config import JobConfig
+from privacy.accounting import noise_multiplier_for
 
 
 @dataclass

@@ -34,6 +34,7 @@ class RunState:
     submissions: list[Submission] = field(default_factory=list)
     completed_round: int = 0
     finished: bool = False
+    sizes: dict[str, int] = field(default_factory=dict)  # public training-split sizes at submission
 
 
 def _atomic(path: Path, write: Any) -> None:
@@ -57,14 +58,16 @@ class RunDir:
 
     def save_state(self, state: RunState) -> None:
         data = {"spec": state.spec.to_dict(), "submissions": [asdict(s) for s in state.submissions],
-                "completed_round": state.completed_round, "finished": state.finished}
+                "completed_round": state.completed_round, "finished": state.finished,
+                "sizes": state.sizes}
         _atomic(self.path / "state.json", lambda fh: fh.write(json.dumps(data, indent=2).encode()))
 
     def load_state(self) -> RunState:
         data = json.loads((self.path / "state.json").read_text())
         return RunState(JobSpec.from_dict(data["spec"]),
                         [Submission(**s) for s in data["submissions"]],
-                        int(data["completed_round"]), bool(data["finished"]))
+                        int(data["completed_round"]), bool(data["finished"]),
+                        {k: int(v) for k, v in data.get("sizes", {}).items()})
 
     def save_global(self, round_number: int, model: Weights | EncryptedVector | None) -> None:
         """The global model after a round: plaintext weights, or the encrypted sum under HE."""

@@ -99,6 +99,15 @@ class PrivacyConfig:
     weight_bound: float = 4.0
 
     def __post_init__(self) -> None:
+        if self.dp:
+            from privacy.errors import DPConfigError
+
+            try:
+                self.dp_config().validate()
+            except DPConfigError as exc:
+                raise ConfigError(f"[privacy] {exc}") from exc
+        if not (isinstance(self.weight_bound, int | float) and self.weight_bound > 0):
+            raise ConfigError(f"[privacy] weight_bound must be > 0 (got {self.weight_bound!r})")
         if self.he and not self.he_public_key:
             raise ConfigError("[privacy] he is on by default: set he_public_key = \"PATH\" (the "
                               "orchestrator-public.medsyftkey of `medsyft keys init`) or he = false")
@@ -109,6 +118,14 @@ class PrivacyConfig:
         if self.noise_multiplier is None and self.target_epsilon is None:
             return DEFAULT_NOISE_MULTIPLIER
         return self.noise_multiplier
+
+    def dp_config(self) -> Any:
+        """The job's :class:`privacy.accounting.DPConfig` (δ is the dataset's, set on each site)."""
+        from privacy.accounting import DPConfig
+
+        return DPConfig(noise_multiplier=self.sigma, target_epsilon=self.target_epsilon,
+                        max_grad_norm=self.max_grad_norm,
+                        eval_noise_multiplier=self.eval_noise_multiplier)
 
     def key_path(self, base: Path) -> Path:
         assert self.he_public_key is not None

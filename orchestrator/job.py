@@ -20,26 +20,25 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from domains.training.errors import TrainingError
 from domains.training.local import TrainConfig
 from domains.training.models import build_model, default_model
-from domains.training.errors import TrainingError
 from domains.training.spec import HESpec, JobSpec
 from domains.training.weights import Weights, get_weights
+from orchestrator import release
 from orchestrator.checkpoint import RunDir, RunState
 from orchestrator.config import JobConfig
-from orchestrator import release
 from orchestrator.errors import ConfigError, NotApproved, ReleaseRequired
 from orchestrator.result import FederatedResult
 from orchestrator.runner import Federation
-from orchestrator.site import Site, connect_all
 from orchestrator.secure import SecureAggregation
+from orchestrator.site import Site, connect_all
 from orchestrator.strategy import FedAvg, Strategy
-from privacy.accounting import DPConfig
+from orchestrator.submit import approval_table, submit, wait_for_approval
 from privacy.errors import HEError, PrivacyError
 from privacy.he import HEContext, load_context
 
 log = logging.getLogger("medsyft")
-from orchestrator.submit import approval_table, submit, wait_for_approval
 
 
 class FederatedJob:
@@ -91,10 +90,7 @@ class FederatedJob:
         channels, size, names, multi = shapes.pop()
         c, p = self.config, self.config.privacy
         model = default_model(size[0]) if c.model == "auto" else c.model
-        dp = None
-        if p.dp:
-            dp = DPConfig(noise_multiplier=p.sigma, target_epsilon=p.target_epsilon,
-                          max_grad_norm=p.max_grad_norm, eval_noise_multiplier=p.eval_noise_multiplier)
+        dp = p.dp_config() if p.dp else None
         context = self.he_context
         he = None if context is None else HESpec(key_id=context.key_id, weight_bound=p.weight_bound)
         try:
@@ -127,7 +123,7 @@ class FederatedJob:
             for off in [name for name, on in (("DP", spec.dp), ("HE", spec.he)) if on is None]:
                 log.warning("%s is OFF for job %s ([privacy] %s = false): every owner's review "
                             "says so", off, spec.job_id, off.lower())
-            state = RunState(spec)
+            state = RunState(spec, sizes=self.sizes())
             state.submissions = [submit(s, spec, self.run_dir.path) for s in self.sites]
             self.run_dir.save_state(state)
         return approval_table(self.sites, state.submissions)
@@ -160,7 +156,7 @@ class FederatedJob:
                                               num_classes=spec.num_classes, image_size=spec.image_size,
                                               seed=spec.train.seed))
         federation = Federation(self.sites, state, self.run_dir, strategy,
-                                round_timeout=self.config.round_timeout, sizes=self.sizes(),
+                                round_timeout=self.config.round_timeout, sizes=state.sizes,
                                 on_round=on_round)
         started = time.perf_counter()
         weights = federation.run(initial, progress=progress)

@@ -121,8 +121,9 @@ def init_keys(out_dir: str | os.PathLike[str], *, overwrite: bool = False) -> tu
     secret_path, public_path = out / SECRET_FILE, out / PUBLIC_FILE
     for path in (secret_path, public_path):
         if path.exists() and not overwrite:
-            raise HEError(f"{path} already exists; keep it, or pass overwrite=True (`medsyft keys init --force`) to make new keys "
-                          "(ciphertexts made under the old key can then no longer be decrypted)")
+            raise HEError(f"{path} already exists; keep it, or pass overwrite=True "
+                          "(`medsyft keys init --force`) to make new keys (ciphertexts made under the old "
+                          "key can then no longer be decrypted)")
     _make_private_dir(out)
     key_id, seed, context = secrets.token_hex(16), secrets.token_bytes(_SEED_BYTES), new_tenseal_context()
     _write_atomic(secret_path, _encode(context, key_id=key_id, role=ROLE_SECRET, seed=seed), mode=0o600)

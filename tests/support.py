@@ -63,10 +63,10 @@ def run_cli_subprocess(*args: str, timeout: float = 300) -> CliResult:
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 
-def deploy_site(data_dir: Path, name: str, port: int | None = None) -> Any:
+def deploy_site(data_dir: Path, name: str, port: int | None = None, *, he_key: Path | None = None) -> Any:
     from domains import Datasite
 
-    return Datasite.deploy(data_dir, name=name, port=port or free_port())
+    return Datasite.deploy(data_dir, name=name, port=port or free_port(), he_key_file=he_key)
 
 
 @dataclass

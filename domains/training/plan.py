@@ -21,7 +21,6 @@ from domains.training.spec import JobSpec
 from domains.training.split import train_val_split
 from privacy.accounting import HistoryEntry, eval_entry, noise_multiplier_for, training_entry
 
-
 _SIGMA: dict[tuple[str, int, float], float] = {}
 
 

@@ -56,7 +56,8 @@ def noisy_release(result: EvalResult, *, eval_noise_multiplier: float, correct: 
                   rng: np.random.Generator | None = None) -> EvalResult:
     """A DP version of *result*: coarsened, noised counts and metrics computed only from them.
 
-    *correct* is the exact number of correct argmax predictions (needed unless multi-label). The returned ``n`` is the noisy image count; ``score_histograms`` are the noisy
+    *correct* is the exact number of correct argmax predictions (needed unless multi-label).
+    The returned ``n`` is the noisy image count; ``score_histograms`` are the noisy
     ``(K, 2, RELEASE_BINS)`` counts, rounded and unclamped (a count may be negative).
     """
     if not eval_noise_multiplier > 0:

@@ -127,6 +127,8 @@ def _evaluate(spec: JobSpec, model: Any, data: _SiteData) -> dict[str, Any]:
 def _compute(spec: JobSpec, call: int, data: _SiteData, payload: dict[str, Any], data_dir: DataDir
              ) -> dict[str, Any]:
     configure_threads()
+    if spec.he is not None:  # a job for another federation's key is refused before any work
+        he_key.load(data_dir, expect=spec.he.key_id)
     model = build_model(spec.model, in_channels=spec.in_channels, num_classes=spec.num_classes,
                         image_size=spec.image_size, seed=spec.train.seed)
     _incoming(spec, call, payload, model, data_dir)

@@ -50,6 +50,9 @@ def write_config(fed: dict[str, Any], run: str, **job: Any) -> Path:
                 "batch_size": 32, "lr": 0.001, "min_sites": 2, "round_timeout": 120,
                 "approval_timeout": 30, "run_dir": run, **job}
     lines = ["[job]"] + [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
+    # The mechanics of federated training, without DP noise and encryption (explicitly off);
+    # tests/integration/test_private_training.py runs the defaults.
+    lines += ["", "[privacy]", "dp = false", "he = false"]
     for site in fed["sites"]:
         lines += ["", "[[sites]]", f'name = "{site.config.name}"', f'url = "{site.url}"',
                   'email = "ds@lab.example"', f'password_file = "secrets/{site.config.name}.txt"']
@@ -107,7 +110,7 @@ def test_more_calls_than_approved_are_refused(federation: dict[str, Any]) -> Non
     site = job.sites[0]
     fn = state.submissions[0].function
     labels = site.asset("chest", "labels")
-    weights = job.run_dir.load_weights(state.spec.rounds)
+    weights = job.run_dir.load_global(state.spec.rounds)
     over = call_site(site, fn, labels, state.spec.to_dict(),
                      {"call": state.spec.max_calls + 1, "weights": weights})
     assert over.status == "error" and "ExecutionLimitReached" in over.error

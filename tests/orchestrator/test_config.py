@@ -13,9 +13,12 @@ from orchestrator.errors import ConfigError
 SITE = '[[sites]]\nname = "a"\nurl = "http://127.0.0.1:1"\nemail = "x@y.example"\npassword_env = "PW_A"\n'
 
 
-def write(tmp_path: Path, job: str, sites: str = SITE) -> Path:
+PRIVACY = '[privacy]\nhe_public_key = "keys/orchestrator-public.medsyftkey"\n'
+
+
+def write(tmp_path: Path, job: str, sites: str = SITE, privacy: str = PRIVACY) -> Path:
     path = tmp_path / "job.toml"
-    path.write_text(f"[job]\n{job}\n\n{sites}")
+    path.write_text(f"[job]\n{job}\n\n{privacy}\n{sites}")
     return path
 
 
@@ -23,6 +26,35 @@ def test_config_loads_with_defaults(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, 'dataset = "chest"\nrounds = 4'))
     assert (config.rounds, config.model, config.min_sites) == (4, "auto", 1)
     assert config.run_path == (tmp_path / "runs/job").resolve()
+    privacy = config.privacy
+    assert privacy.dp and privacy.he and privacy.sigma == 1.0  # both protections on by default
+    assert privacy.key_path(config.base_dir) == tmp_path / "keys/orchestrator-public.medsyftkey"
+
+
+def test_config_privacy_is_on_unless_turned_off_explicitly(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="he is on by default: set he_public_key"):
+        load_config(write(tmp_path, 'dataset = "c"', privacy=""))
+    config = load_config(write(tmp_path, 'dataset = "c"', privacy="[privacy]\ndp = false\nhe = false\n"))
+    assert not config.privacy.dp and not config.privacy.he
+    target = load_config(write(tmp_path, 'dataset = "c"', privacy=PRIVACY + "target_epsilon = 3.0\n"))
+    assert target.privacy.sigma is None and target.privacy.dp_config().target_epsilon == 3.0
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ("noise_multiplier = 1.0\ntarget_epsilon = 3.0",
+         "exactly one of noise_multiplier and target_epsilon"),
+        ("noise_multiplier = -1.0", "noise_multiplier"),
+        ("max_grad_norm = 0", "max_grad_norm"),
+        ("weight_bound = 0", "weight_bound must be > 0"),
+        ("epsilon = 3", "[privacy]: unknown key(s) ['epsilon']"),
+    ],
+)
+def test_config_privacy_errors_name_the_key(tmp_path: Path, extra: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, 'dataset = "c"', privacy=PRIVACY + extra + "\n"))
+    assert needle in str(err.value)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,245 @@
+"""The privacy defaults end to end: DP-SGD under ε budgets and encrypted aggregation.
+
+Three real datasite processes hold the hospitals' HE secret key from a real key ceremony;
+the orchestrator (this test process) holds only the public file. Real Opacus, real
+TenSEAL, nothing mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from support import deploy_site, free_ports, run_cli
+
+from domains.requests import RequestBook
+
+pytestmark = pytest.mark.slow
+
+COUNT = 1500
+NAMES = ("p1", "p2", "p3")
+ROUNDS, EPOCHS, BATCH, SIGMA, EVAL_SIGMA = 4, 1, 64, 1.2, 5.0
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from privacy.he import init_keys
+
+    os.environ["MEDSYFT_TORCH_THREADS"] = "1"
+    root = tmp_path_factory.mktemp("private")
+    secret, public, key_id = init_keys(root / "keys")
+    other_secret, other_public, _ = init_keys(root / "other-keys")  # another federation's keys
+    ports = free_ports(len(NAMES))
+    with ThreadPoolExecutor(3) as pool:
+        sites = list(pool.map(lambda n, p: deploy_site(root / n, n, p, he_key=secret), NAMES, ports))
+    (root / "secrets").mkdir()
+    for i, site in enumerate(sites, start=1):
+        site.publish(name="chest", shard=f"{i}/3", partition="iid", seed=0, synthetic_count=COUNT)
+        (root / "secrets" / f"{site.config.name}.txt").write_text(site.add_scientist("ds@lab.example"))
+    yield {"root": root, "sites": sites, "key_id": key_id, "public": public,
+           "other_public": other_public, "other_secret": other_secret}
+    for site in sites:
+        site.stop()
+
+
+def write_config(fed: dict[str, Any], run: str, *, sites: tuple[str, ...] = NAMES,
+                 public: Path | None = None, dataset: str = "chest", rounds: int = ROUNDS) -> Path:
+    lines = ["[job]", f'dataset = "{dataset}"', 'model = "small-cnn"', f"rounds = {rounds}",
+             f"local_epochs = {EPOCHS}", f"batch_size = {BATCH}", "lr = 0.01", "min_sites = 1",
+             "round_timeout = 120", "approval_timeout = 30", f'run_dir = "{run}"', "",
+             "[privacy]", f"noise_multiplier = {SIGMA}", f"eval_noise_multiplier = {EVAL_SIGMA}",
+             f'he_public_key = "{public or fed["public"]}"']
+    for site in fed["sites"]:
+        if site.config.name in sites:
+            lines += ["", "[[sites]]", f'name = "{site.config.name}"', f'url = "{site.url}"',
+                      'email = "ds@lab.example"', f'password_file = "secrets/{site.config.name}.txt"']
+    lines += ["", "[baseline]", 'source = "synthetic"', f"count = {COUNT}", 'partition = "iid"',
+              "seed = 0"]
+    path = fed["root"] / f"{run}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def new_job(fed: dict[str, Any], run: str, **kw: Any) -> Any:
+    from orchestrator import FederatedJob, load_config
+
+    return FederatedJob(load_config(write_config(fed, run, **kw)))
+
+
+def approve_all(sites: list[Any], only: tuple[str, ...] | None = None) -> None:
+    for site in sites:
+        if only is None or site.config.name in only:
+            book = RequestBook(site.data_dir)
+            for row in book.table().itertuples():
+                if row.status == "pending":
+                    book.approve(row.id)
+
+
+@pytest.fixture(scope="module")
+def trained(federation: dict[str, Any]) -> dict[str, Any]:
+    job = new_job(federation, "main")
+    job.submit()
+    reviews = {s.config.name: RequestBook(s.data_dir).review(RequestBook(s.data_dir).table()["id"][0])
+               for s in federation["sites"]}
+    approve_all(federation["sites"])
+    job.wait_for_approval(timeout=30)
+    return {"job": job, "result": job.run(progress=False), "reviews": reviews}
+
+
+def test_review_shows_the_jobs_epsilon_and_its_key(trained: dict[str, Any]) -> None:
+    for review in trained["reviews"].values():
+        text = "\n".join(review.privacy.lines)
+        assert f"noise σ={SIGMA:.3f}" in text and "this job alone: ε=" in text
+        assert "budget ε=10" in text and f"under key {trained['job'].he_context.key_id[:8]}" in text
+        assert not review.privacy.warnings
+
+
+def test_orchestrator_holds_no_secret_key_and_no_plaintext_model(trained: dict[str, Any]) -> None:
+    from orchestrator.errors import ReleaseRequired
+    from privacy.errors import NoSecretKey
+    from privacy.he import EncryptedVector
+
+    job, result = trained["job"], trained["result"]
+    context = job.he_context
+    assert not context.has_secret and not context._tenseal.is_private()
+    final = job.run_dir.load_global(ROUNDS)
+    assert isinstance(final, EncryptedVector) and final.n_parts == 3
+    with pytest.raises(NoSecretKey):
+        context.decrypt_mean(final)  # the orchestrator tries to read the global model, and cannot
+    assert result.weights is None
+    with pytest.raises(ReleaseRequired, match="release"):
+        result.final_model()
+    saved = [p.name for p in job.run_dir.path.glob("global-*.npz")]
+    assert "global-0.npz" not in saved  # round 0 is built by the sites, never stored in plaintext
+
+
+def test_encrypted_updates_cost_at_most_4x_float32(trained: dict[str, Any]) -> None:
+    timing = trained["result"].timing
+    assert len(timing) == ROUNDS and (timing["x_float32"] <= 4.0).all(), timing
+    history = trained["result"].history
+    assert (history["status"] == "ok").all() and (history["update_bytes"] > 0).all()
+    assert history["train_loss"].isna().all()  # the training loss is not a DP release: never sent
+
+
+def test_reported_epsilon_equals_opacus_recomputation(trained: dict[str, Any],
+                                                      federation: dict[str, Any]) -> None:
+    from opacus.accountants import RDPAccountant
+
+    from domains import store
+    from domains.datadir import DataDir
+    from domains.training.release import hash_split
+
+    spec = trained["result"].spec
+    eps = trained["result"].epsilon()
+    for site in federation["sites"]:
+        stored = store.load(DataDir(site.data_dir.path), "chest")
+        train, _ = hash_split(stored.images, val_fraction=spec.val_fraction, seed=spec.split_seed)
+        steps_per_epoch = math.ceil(len(train) / BATCH)
+        accountant = RDPAccountant()
+        for _ in range(ROUNDS * EPOCHS * steps_per_epoch):
+            accountant.step(noise_multiplier=SIGMA, sample_rate=1 / steps_per_epoch)
+        for _ in range(ROUNDS + 1):  # every call releases noisy validation counts once
+            accountant.step(noise_multiplier=EVAL_SIGMA, sample_rate=1.0)
+        expected = accountant.get_epsilon(delta=1e-5)
+        row = eps.loc[site.config.name]
+        assert row["job_epsilon_spent"] == pytest.approx(expected, rel=1e-6)
+        assert row["dataset_epsilon_remaining"] == pytest.approx(10.0 - expected, rel=1e-6)
+        shown = run_cli("domain", "budget", "--data-dir", str(site.data_dir.path))
+        assert shown.code == 0 and f"{expected:.4f}" in shown.out
+
+
+def test_release_needs_every_owner_and_gives_the_sites_model(trained: dict[str, Any],
+                                                             federation: dict[str, Any]) -> None:
+    from domains.datadir import DataDir
+    from domains.training.final import released_model
+    from domains.training.weights import flatten
+    from orchestrator.baseline import evaluate_weights
+    from orchestrator.errors import ReleaseRequired
+
+    job = trained["job"]
+    assert set(job.request_release()["status"]) == {"pending"}
+    approve_all(federation["sites"], only=("p1", "p2"))
+    with pytest.raises(ReleaseRequired, match="p3"):
+        job.fetch_release()
+    approve_all(federation["sites"], only=("p3",))
+    released = job.fetch_release()
+    vector = flatten(released.weights)[0]
+    _, local = released_model(DataDir(federation["sites"][0].data_dir.path), released.spec.job_id)
+    assert np.allclose(vector, local, atol=1e-6)  # what the scientist got is what the sites hold
+    record = json.loads((job.run_dir.path / "release" / "release.json").read_text())
+    assert record["rounds"] == ROUNDS and record["sites"] == list(NAMES)
+    assert set(record["epsilon_per_site"]) == set(NAMES) and record["dp"] is True
+    exact = evaluate_weights(job.config, released.spec, released.weights)
+    assert exact.auc > 0.75, exact  # it learned under DP (measured: ~0.9)
+
+
+def test_dp_constants_cannot_change_and_foreign_ciphertexts_are_refused(
+        federation: dict[str, Any]) -> None:
+    from orchestrator.runner import call_site
+    from privacy.he import EncryptedVector, load_context
+
+    job = new_job(federation, "tamper", sites=("p1",), rounds=1)
+    job.submit()
+    approve_all(federation["sites"], only=("p1",))
+    state = job.state()
+    site, fn = job.sites[0], state.submissions[0].function
+    labels = site.asset("chest", "labels")
+    approved = state.spec.to_dict()
+    first = call_site(site, fn, labels, approved, {"call": 1, "weights": None, "weight": 1.0})
+    assert first.status == "ok", first.error
+    foreign = load_context(federation["other_secret"]).encrypt_weighted(
+        np.zeros(first.result["weights"]["length"], np.float32), weight=1.0, bound=4.0)
+    refused = call_site(site, fn, labels, approved, {"call": 2, "weights": foreign.to_dict()})
+    assert refused.status == "error" and "KeyMismatch" in refused.error and "key" in refused.error
+    dp = replace(state.spec.dp, noise_multiplier=0.01, max_grad_norm=100.0)
+    tampered = replace(state.spec, dp=dp, train=replace(state.spec.train, epochs=50)).to_dict()
+    final = job.he_context.aggregate([EncryptedVector.from_dict(first.result["weights"])])
+    ok = call_site(site, fn, labels, tampered, {"call": 2, "weights": final.to_dict()})
+    assert ok.status == "ok", ok.error
+    assert ok.result["privacy"]["noise_multiplier"] == SIGMA  # the approved σ, not the tampered one
+
+
+def test_job_from_another_key_fails_with_a_clear_error(federation: dict[str, Any]) -> None:
+    from orchestrator.errors import QuorumLost
+
+    job = new_job(federation, "otherkey", sites=("p2",), public=federation["other_public"], rounds=1)
+    job.submit()
+    book = RequestBook(federation["sites"][1].data_dir)
+    pending = book.table().query("status == 'pending'")["id"].iloc[0]
+    assert any("its calls will be refused" in w for w in book.review(pending).privacy.warnings)
+    approve_all(federation["sites"], only=("p2",))
+    with pytest.raises(QuorumLost, match="was encrypted for key"):
+        job.run(progress=False)
+
+
+def test_over_budget_job_cannot_be_approved_and_ledger_survives_restart(
+        federation: dict[str, Any]) -> None:
+    from domains import Datasite
+
+    p1 = federation["sites"][0]
+    out = run_cli("domain", "publish", "--data-dir", str(p1.data_dir.path), "--name", "tiny",
+                  "--count", "300", "--epsilon-budget", "0.5")
+    assert out.code == 0 and "privacy budget ε=0.5" in out.out
+    job = new_job(federation, "greedy", sites=("p1",), dataset="tiny")
+    job.submit()
+    book = RequestBook(p1.data_dir)
+    pending = book.table().query("status == 'pending'")["id"].iloc[0]
+    before = run_cli("domain", "budget", "--data-dir", str(p1.data_dir.path), "--jobs")
+    refused = run_cli("domain", "approve", "--data-dir", str(p1.data_dir.path), pending)
+    assert refused.code == 2 and refused.err.count("\n") == 1
+    assert "would bring dataset 'tiny' to ε=" in refused.err and "deny it" in refused.err
+    assert book.table().set_index("id").loc[pending, "status"] == "pending"
+    assert run_cli("domain", "budget", "--data-dir", str(p1.data_dir.path), "--jobs").out == before.out
+    p1.stop()
+    Datasite.deploy(p1.data_dir.path, name=None, port=int(p1.url.rsplit(":", 1)[1]))
+    after = run_cli("domain", "budget", "--data-dir", str(p1.data_dir.path), "--jobs")
+    assert after.code == 0 and after.out == before.out and "chest" in after.out
