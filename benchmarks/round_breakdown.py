@@ -10,7 +10,8 @@ evaluation time inside its datasite, and for that site's call the three legs of
 the PySyft path as the orchestrator sees them (uploading the global model,
 executing the approved function, fetching the result), plus aggregation.
 Reports medians over rounds 2..R (round 1 also pays imports and data loading,
-shown separately). Numbers go to docs/performance.md.
+shown separately), for the default job (DP-SGD + encrypted aggregation) and, in the
+same run, for the same job with both turned off. Numbers go to docs/performance.md.
 """
 
 from __future__ import annotations
@@ -27,17 +28,21 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/medsyft-bench")
     args = parser.parse_args()
 
+    from medsyft.cli import build_parser
     from medsyft.demo import run
 
-    run(argparse.Namespace(source=None, partition="dirichlet:1.0", seed=0, count=3000,
-                           rounds=args.rounds, local_epochs=2, workdir=args.workdir,
-                           keep_running=False))
-    timing = pd.read_csv(Path(args.workdir) / "run" / "timing.csv")
-    steady = timing[timing["round"] > 1]
     cols = ["round_s", "train_s", "site_compute_s", "upload_s", "execute_s", "get_s",
-            "aggregate_s", "round_per_train"]
-    table = pd.DataFrame({"round 1": timing[cols].iloc[0], "median of rounds 2..R": steady[cols].median()})
-    print("\n" + table.round(3).to_string())
+            "aggregate_s", "round_per_train", "update_MB", "x_float32"]
+    table = {}
+    for label, flags in (("DP + HE (default)", []), ("plain", ["--no-dp", "--no-he"])):
+        workdir = Path(args.workdir) / label.split()[0].lower()
+        run(build_parser().parse_args(["demo", "--rounds", str(args.rounds), "--workdir",
+                                       str(workdir), *flags]))
+        timing = pd.read_csv(workdir / "run" / "timing.csv")
+        steady = timing[timing["round"] > 1]
+        table[f"{label}: round 1"] = timing[cols].iloc[0]
+        table[f"{label}: median 2..R"] = steady[cols].median()
+    print("\n" + pd.DataFrame(table).round(3).to_string())
 
 
 if __name__ == "__main__":

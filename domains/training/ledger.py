@@ -111,6 +111,7 @@ class JobLedger:
                 fh.write(json.dumps({
                     "call": call, "time": datetime.now(UTC).isoformat(timespec="seconds"),
                     "task": result.get("task"), "n_train": result.get("n_train"),
+                    "opacus_history": result.get("opacus_history"),
                 }) + "\n")
         result["replayed"] = False
         return result

@@ -37,6 +37,7 @@ from domains.training.release import noisy_release
 from domains.training.spec import JobSpec
 from domains.training.threads import configure_threads
 from domains.training.weights import flatten, get_weights, set_weights, unflatten
+from privacy.accounting import compact
 from privacy.errors import PrivacyError
 
 ALLOWED_ERRORS = (TrainingError, MedsyftDomainError, PrivacyError)
@@ -147,6 +148,9 @@ def _compute(spec: JobSpec, call: int, data: _SiteData, payload: dict[str, Any],
         dp = spec.dp_training(plan.noise_multiplier) if plan and plan.noise_multiplier else None
         local = train_local(model, data.images[data.train_idx], data.labels[data.train_idx],
                             config=config, multi_label=spec.multi_label, dp=dp)
+        if plan is not None and compact(local.privacy_history) != compact(plan.per_call[call][1:]):
+            raise TrainingError(  # a bug, never expected: the charge must be what Opacus counted
+                f"Opacus recorded {local.privacy_history} but the ledger charged {plan.per_call[call]}")
         result.update(task="train", train_loss=None if dp else local.mean_loss,
                       train_seconds=local.seconds, steps=local.steps,
                       opacus_history=local.privacy_history, **_outgoing(spec, payload, model, data_dir))
