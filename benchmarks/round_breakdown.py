@@ -26,6 +26,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--workdir", default="/tmp/medsyft-bench")
+    parser.add_argument("--image-size", type=int, default=28, help="phantom size (28 or 64)")
+    parser.add_argument("--only-default", action="store_true", help="skip the plain comparison run")
     args = parser.parse_args()
 
     from medsyft.cli import build_parser
@@ -34,10 +36,11 @@ def main() -> None:
     cols = ["round_s", "train_s", "site_compute_s", "upload_s", "execute_s", "get_s",
             "aggregate_s", "round_per_train", "update_MB", "x_float32"]
     table = {}
-    for label, flags in (("DP + HE (default)", []), ("plain", ["--no-dp", "--no-he"])):
+    variants = [("DP + HE (default)", []), ("plain", ["--no-dp", "--no-he"])]
+    for label, flags in variants[:1] if args.only_default else variants:
         workdir = Path(args.workdir) / label.split()[0].lower()
         run(build_parser().parse_args(["demo", "--rounds", str(args.rounds), "--workdir",
-                                       str(workdir), *flags]))
+                                       str(workdir), "--image-size", str(args.image_size), *flags]))
         timing = pd.read_csv(workdir / "run" / "timing.csv")
         steady = timing[timing["round"] > 1]
         table[f"{label}: round 1"] = timing[cols].iloc[0]

@@ -22,31 +22,30 @@ concatenated history, at the dataset's δ.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
 import math
 import numbers
-import os
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import quote
 
 import pandas as pd
 
+from domains.budget_store import Job as _Job
+from domains.budget_store import Ledger as _Ledger
+from domains.budget_store import ledger_dir as _dir
+from domains.budget_store import ledger_path as _path
+from domains.budget_store import locked as _locked
+from domains.budget_store import now as _now
+from domains.budget_store import read as _read
+from domains.budget_store import require as _require
+from domains.budget_store import write as _write
 from domains.datadir import DataDir
 from domains.errors import BudgetError, PrivacyBudgetExceeded
-from privacy.accounting import History, HistoryEntry, compact, epsilon
+from privacy.accounting import History, HistoryEntry, compact
 from privacy.errors import DPConfigError
 
 DEFAULT_EPSILON_BUDGET = 10.0
 DEFAULT_DELTA = 1e-5
-LEDGER_ACCOUNTANT = "rdp"
-_VERSION = 1
 Plan = Mapping[int, Sequence[HistoryEntry]]
 
 
@@ -78,131 +77,6 @@ class BudgetStatus:
     @property
     def remaining_epsilon(self) -> float:
         return self.epsilon_budget - self.reserved_epsilon
-
-
-# -- the ledger in memory ----------------------------------------------------
-@dataclass
-class _Job:
-    description: str
-    reserved_at: str
-    plan: dict[int, list[HistoryEntry]]
-    charges: dict[int, list[HistoryEntry]] = field(default_factory=dict)
-    charged_at: dict[int, str] = field(default_factory=dict)
-    released_at: str | None = None
-
-    def spent(self) -> list[HistoryEntry]:
-        return [e for call in sorted(self.charges) for e in self.charges[call]]
-
-    def outstanding(self) -> list[HistoryEntry]:
-        if self.released_at is not None:
-            return []
-        return [e for call in sorted(self.plan) if call not in self.charges for e in self.plan[call]]
-
-
-@dataclass
-class _Ledger:
-    dataset: str
-    epsilon_budget: float
-    delta: float
-    n_samples: int
-    jobs: dict[str, _Job] = field(default_factory=dict)
-
-    def spent(self) -> list[HistoryEntry]:
-        return [e for job in self.jobs.values() for e in job.spent()]
-
-    def committed(self, *, without: str | None = None) -> list[HistoryEntry]:
-        """Spent by every job plus still outstanding for approved ones, less job *without*."""
-        others = [job for jid, job in self.jobs.items() if jid != without]
-        return [e for job in others for e in job.spent() + job.outstanding()]
-
-    def eps(self, history: History) -> float:
-        return epsilon(history, delta=self.delta, accountant=LEDGER_ACCOUNTANT)
-
-
-# -- files --------------------------------------------------------------------
-def _dir(data_dir: DataDir) -> Path:
-    path = data_dir.path / "privacy"
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return path
-
-
-def _path(data_dir: DataDir, dataset: str) -> Path:
-    """Percent-encoded so any dataset name is one safe file name."""
-    encoded = quote(dataset, safe="")
-    if not dataset or len(encoded) > 200:
-        raise BudgetError(f"dataset name {dataset!r} cannot name a budget ledger (empty or too long)")
-    return _dir(data_dir) / f"{encoded}.json"
-
-
-@contextlib.contextmanager
-def _locked(data_dir: DataDir) -> Iterator[None]:
-    fd = os.open(_dir(data_dir) / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing drops the lock
-
-
-def _entries(raw: Any) -> list[HistoryEntry]:
-    return [(float(s), float(q), int(n)) for s, q, n in raw]
-
-
-def _decode(raw: dict[str, Any]) -> _Ledger:
-    if raw.get("version") != _VERSION:
-        raise ValueError(f"unknown version {raw.get('version')!r}")
-    jobs = {
-        jid: _Job(
-            description=str(j["description"]), reserved_at=str(j["reserved_at"]),
-            plan={int(c): _entries(e) for c, e in j["plan"].items()},
-            charges={int(c): _entries(e) for c, e in j["charges"].items()},
-            charged_at={int(c): str(t) for c, t in j["charged_at"].items()},
-            released_at=j["released_at"],
-        )
-        for jid, j in raw["jobs"].items()
-    }
-    return _Ledger(str(raw["dataset"]), float(raw["epsilon_budget"]), float(raw["delta"]),
-                   int(raw["n_samples"]), jobs)
-
-
-def _read(path: Path) -> _Ledger | None:
-    if not path.exists():
-        return None
-    try:
-        return _decode(json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise BudgetError(
-            f"privacy budget ledger {path} is unreadable or damaged ({exc}); it is never reset "
-            "automatically: restore it from a backup, or ask the privacy officer"
-        ) from exc
-
-
-def _require(path: Path, dataset: str) -> _Ledger:
-    ledger = _read(path)
-    if ledger is None:
-        raise BudgetError(
-            f"dataset {dataset!r} has no ε budget (no {path}); publish it again to set one"
-        )
-    return ledger
-
-
-def _write(path: Path, ledger: _Ledger) -> None:
-    raw = {"version": _VERSION, "accountant": LEDGER_ACCOUNTANT, **asdict(ledger)}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(raw, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 # -- budget -------------------------------------------------------------------

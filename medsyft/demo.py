@@ -76,6 +76,7 @@ def _write_job(workdir: Path, sites: list[Any], args: argparse.Namespace) -> Pat
         + "\n".join(site_tables)
         + f'\n[baseline]\nsource = "{source}"\ncount = {args.count}\n'
         f'partition = "{args.partition}"\nseed = {args.seed}\n'
+        + (f"image_size = {args.image_size}\n" if args.image_size else "")
     )
     path = workdir / "job.toml"
     path.write_text(job)
@@ -160,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
         for i, site in enumerate(sites, start=1):
             req = PublishRequest(source=Path(args.source) if args.source else None,
                                  shard=f"{i}/{len(sites)}", partition=args.partition,
-                                 seed=args.seed, name="chest-xray", synthetic_count=args.count)
+                                 seed=args.seed, name="chest-xray", synthetic_count=args.count,
+                                 image_size=args.image_size)
             result = site.publish(**vars(req))
             rows.append({"hospital": site.config.name, "images": result.metadata["n"],
                          **result.metadata["class_counts"],
@@ -208,6 +210,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--count", type=int, default=3000, help="synthetic images in total")
     p.add_argument("--rounds", type=int, default=8)
+    p.add_argument("--image-size", type=int, help="resize to SIZE x SIZE (default: the source's; "
+                   "phantoms: 28)")
     p.add_argument("--local-epochs", type=int, default=2)
     p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")
     p.add_argument("--noise", type=float, default=1.2, help="DP-SGD noise multiplier σ (default 1.2)")
