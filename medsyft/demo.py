@@ -162,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
             req = PublishRequest(source=Path(args.source) if args.source else None,
                                  shard=f"{i}/{len(sites)}", partition=args.partition,
                                  seed=args.seed, name="chest-xray", synthetic_count=args.count,
-                                 image_size=args.image_size)
+                                 image_size=args.image_size, epsilon_budget=args.epsilon_budget)
             result = site.publish(**vars(req))
             rows.append({"hospital": site.config.name, "images": result.metadata["n"],
                          **result.metadata["class_counts"],
@@ -217,6 +217,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--noise", type=float, default=1.2, help="DP-SGD noise multiplier σ (default 1.2)")
     p.add_argument("--eval-noise", type=float, default=5.0,
                    help="noise multiplier of the released validation counts (default 5)")
+    p.add_argument("--epsilon-budget", type=float, default=10.0,
+                   help="each hospital's ε budget for its dataset (default 10)")
     p.add_argument("--no-dp", action="store_true", help="turn DP-SGD off (logged, shown at review)")
     p.add_argument("--no-he", action="store_true", help="turn encrypted aggregation off (logged)")
     p.add_argument("--workdir", default="demo-run", help="where the datasites keep their data")

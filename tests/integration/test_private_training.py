@@ -221,6 +221,62 @@ def test_job_from_another_key_fails_with_a_clear_error(federation: dict[str, Any
         job.run(progress=False)
 
 
+class RobotOwners:
+    """Approves every pending request at every site until stopped: the notebook's data owners."""
+
+    def __init__(self, sites: list[Any]) -> None:
+        import threading
+
+        self.sites, self.stop = sites, threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self.stop.wait(1.0):
+            try:
+                approve_all(self.sites)
+            except Exception:  # noqa: BLE001 - a racing approval is retried on the next pass
+                continue
+
+    def __enter__(self) -> RobotOwners:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+
+def run_notebook(name: str) -> Any:
+    import nbformat
+    from nbclient import NotebookClient
+
+    folder = Path(__file__).resolve().parents[2] / "notebooks"
+    notebook = nbformat.read(folder / name, as_version=4)
+    NotebookClient(notebook, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(folder)}}).execute()
+    return notebook
+
+
+def _outputs(notebook: Any) -> str:
+    return "\n".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", ""))
+                     for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
+
+
+def test_notebooks_run_against_the_federation(federation: dict[str, Any],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDSYFT_JOB", str(write_config(federation, "notebook", rounds=1)))
+    monkeypatch.setenv("MEDSYFT_RUN_DIR", "nb-run")
+    monkeypatch.setenv("MEDSYFT_ROUNDS", "1")
+    monkeypatch.setenv("MEDSYFT_APPROVAL_TIMEOUT", "120")
+    with RobotOwners(federation["sites"]):
+        scientist = _outputs(run_notebook("data_scientist.ipynb"))
+    assert "job_epsilon_spent" in scientist and "x_float32" in scientist
+    assert (federation["root"] / "nb-run" / "release" / "model.npz").exists()
+    monkeypatch.setenv("MEDSYFT_DATA_DIR", str(federation["sites"][2].data_dir.path))
+    owner = _outputs(run_notebook("data_owner.ipynb"))
+    assert "RELEASE of job" in owner and "spent_epsilon" in owner
+
+
 def test_over_budget_job_cannot_be_approved_and_ledger_survives_restart(
         federation: dict[str, Any]) -> None:
     from domains import Datasite
