@@ -234,7 +234,7 @@ class RobotOwners:
         while not self.stop.wait(1.0):
             try:
                 approve_all(self.sites)
-            except Exception:  # noqa: BLE001 - a racing approval is retried on the next pass
+            except Exception:  # a racing approval is retried on the next pass
                 continue
 
     def __enter__(self) -> RobotOwners:
