@@ -67,10 +67,8 @@ from privacy.he_keys import (
     is_int,
     read_key_bytes,
     read_key_file,
-    release_mask,
-    release_share,
-    unmask_release,
 )
+from privacy.he_release import release_mask, release_share, unmask_release
 
 __all__ = [
     "KEY_SCHEME", "MAX_PARTS", "EncryptedVector", "HEContext", "fedavg_tolerance", "fixed_point_scale",

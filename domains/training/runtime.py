@@ -18,6 +18,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -174,7 +175,8 @@ def _privacy_report(data_dir: DataDir, spec: JobSpec, plan: JobPlan) -> dict[str
 def run_task(labels: Any, job: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
     """Entry point of approved code: one call of one job on this datasite."""
     started = time.perf_counter()
-    try:
+
+    def call_once() -> dict[str, Any]:
         spec = JobSpec.from_dict(job)
         if not isinstance(payload, dict) or not {"call", "weights"} <= set(payload):
             raise TrainingError("payload must be a dict with 'call' and 'weights'")
@@ -183,24 +185,28 @@ def run_task(labels: Any, job: dict[str, Any], payload: dict[str, Any]) -> dict[
         data = _site_data(data_dir, spec, labels)
         ledger = JobLedger(data_dir.jobs_dir, spec.job_id, spec.max_calls)
         result = ledger.run(call, lambda: _compute(spec, call, data, payload, data_dir))
-    except ALLOWED_ERRORS as exc:
-        return {"error": {"type": type(exc).__name__, "message": str(exc)}}
-    except Exception as exc:
-        traceback.print_exc(file=sys.stderr)
-        return {"error": {"type": type(exc).__name__,
-                          "message": "unexpected error inside the datasite; its log has the details"}}
-    result["site_seconds"] = time.perf_counter() - started
-    return result
+        result["site_seconds"] = time.perf_counter() - started
+        return result
+
+    return _guarded(call_once)
 
 
 def run_release(labels: Any, release: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
     """Entry point of an approved release request (see :mod:`domains.training.final`)."""
-    try:
+    def release_once() -> dict[str, Any]:
         spec = JobSpec.from_dict(release["job"])
         data_dir = DataDir(os.environ["MEDSYFT_DATA_DIR"])
         _site_data(data_dir, spec, labels)  # the release is bound to the same dataset
         ledger = JobLedger(data_dir.jobs_dir, f"{spec.job_id}-release", 1)
         return ledger.run(1, lambda: final.run_release(release, payload))
+
+    return _guarded(release_once)
+
+
+def _guarded(task: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Expected errors as a message for the scientist; unexpected ones only by type (log has it)."""
+    try:
+        return task()
     except ALLOWED_ERRORS as exc:
         return {"error": {"type": type(exc).__name__, "message": str(exc)}}
     except Exception as exc:

@@ -221,6 +221,29 @@ def test_job_from_another_key_fails_with_a_clear_error(federation: dict[str, Any
         job.run(progress=False)
 
 
+def test_resume_under_he_continues_from_the_encrypted_checkpoint(federation: dict[str, Any]) -> None:
+    from privacy.he import EncryptedVector
+
+    job = new_job(federation, "resume", sites=("p3",), rounds=2)
+    job.submit()
+    approve_all(federation["sites"], only=("p3",))
+
+    class Crash(Exception):
+        pass
+
+    def die(_: Any) -> None:
+        raise Crash
+
+    with pytest.raises(Crash):
+        job.run(progress=False, on_round=die)
+    assert job.state().completed_round == 1
+    assert isinstance(job.run_dir.load_global(1), EncryptedVector)
+    resumed = new_job(federation, "resume", sites=("p3",), rounds=2).run(progress=False)
+    assert list(resumed.history["round"]) == [1, 2]
+    ledger = federation["root"] / "p3" / "jobs" / resumed.spec.job_id / "ledger.jsonl"
+    assert [json.loads(line)["call"] for line in ledger.read_text().splitlines()] == [1, 2, 3]
+
+
 class RobotOwners:
     """Approves every pending request at every site until stopped: the notebook's data owners."""
 
