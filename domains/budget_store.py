@@ -129,7 +129,8 @@ def require(path: Path, dataset: str) -> Ledger:
     ledger = read(path)
     if ledger is None:
         raise BudgetError(
-            f"dataset {dataset!r} has no ε budget (no {path}); publish it again to set one"
+            f"dataset {dataset!r} has no ε budget (no {path}); give it one with `medsyft domain "
+            f"budget --set {dataset} --epsilon-budget E`"
         )
     return ledger
 

@@ -124,6 +124,13 @@ def cmd_budget(args: argparse.Namespace) -> int:
 
     data_dir = _data_dir(args)
     data_dir.require_initialized()
+    if args.set:
+        from domains import store
+
+        n = len(store.load(data_dir, args.set).labels)
+        st = budget.set_budget(data_dir, args.set, n_samples=n, epsilon_budget=args.epsilon_budget,
+                               delta=args.delta)
+        print(f"dataset '{args.set}': ε budget {st.epsilon_budget:g} at δ={st.delta:.1e}")
     frame = budget.status_frame(data_dir)
     _show(_eps_format(frame), "no dataset has a privacy budget yet (publish one)")
     if args.jobs and not frame.empty:
@@ -311,6 +318,11 @@ def register(subparsers: Any) -> None:
 
     p = _add(sub, "budget", cmd_budget, "ε budget, spent and reserved per dataset")
     p.add_argument("--jobs", action="store_true", help="also list every job's ε per dataset")
+    p.add_argument("--set", metavar="DATASET",
+                   help="give DATASET a budget (one published before budgets existed); refused "
+                        "once anything was spent under another budget")
+    p.add_argument("--epsilon-budget", type=float, default=10.0, help="with --set (default 10)")
+    p.add_argument("--delta", type=float, default=None, help="with --set (default min(1e-5, 0.1/N))")
 
     p = _add(sub, "add-scientist", cmd_add_scientist, "create a data-scientist account")
     p.add_argument("--email", required=True)

@@ -367,3 +367,26 @@ def _flat_all(charges: dict[str, dict[int, list]]) -> list:
 
 TestLedgerProperties = LedgerMachine.TestCase
 TestLedgerProperties.settings = settings(max_examples=60, stateful_step_count=20, deadline=None)
+
+
+def test_budget_cli_sets_a_budget_for_an_older_dataset(tmp_path: Path) -> None:
+    """A dataset published before budgets existed gets one from the CLI; bad values are one line."""
+    import numpy as np
+    from support import run_cli
+
+    from domains import lifecycle, store
+
+    data_dir = DataDir(tmp_path / "site")
+    lifecycle.initialize(data_dir, name="s", port=1, host="127.0.0.1")
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (50, 1, 8, 8), dtype=np.uint8)
+    store.save(data_dir, "old", images=images, labels=np.arange(50) % 2,
+               meta={"label_names": ["a", "b"], "multi_label": False,
+                     "fingerprint_sha256": store.fingerprint(images)})
+    missing = run_cli("domain", "budget", "--data-dir", str(data_dir.path), "--jobs")
+    assert missing.code == 0 and "old" not in missing.out
+    bad = run_cli("domain", "budget", "--data-dir", str(data_dir.path), "--set", "old", "--delta", "0.5")
+    assert bad.code == 2 and bad.err.count("\n") == 1 and "delta must be in (0, 1/n)" in bad.err
+    ok = run_cli("domain", "budget", "--data-dir", str(data_dir.path), "--set", "old",
+                 "--epsilon-budget", "3")
+    assert ok.code == 0 and "ε budget 3 at δ=1.0e-05" in ok.out and "3.0" in ok.out
