@@ -57,6 +57,19 @@ class Datasite:
             he_key.install(site.data_dir, he_key_file)
         return site
 
+    def released_model(self, job_id: str) -> Any:
+        """A finished encrypted job's final model, for local inference, once this owner approved
+        its release (:mod:`domains.training.final`)."""
+        from domains.training.final import released_model
+        from domains.training.models import build_model
+        from domains.training.weights import flatten, get_weights, set_weights, unflatten
+
+        spec, vector = released_model(self.data_dir, job_id)
+        model = build_model(spec.model, in_channels=spec.in_channels, num_classes=spec.num_classes,
+                            image_size=spec.image_size)
+        set_weights(model, unflatten(vector, flatten(get_weights(model))[1]))
+        return model.eval()
+
     def budget(self) -> pd.DataFrame:
         """ε budget, spent and reserved of every dataset (``medsyft domain budget``)."""
         return budget.status_frame(self.data_dir)

@@ -161,7 +161,7 @@ def test_release_needs_every_owner_and_gives_the_sites_model(trained: dict[str, 
                                                              federation: dict[str, Any]) -> None:
     from domains.datadir import DataDir
     from domains.training.final import released_model
-    from domains.training.weights import flatten
+    from domains.training.weights import flatten, get_weights
     from orchestrator.baseline import evaluate_weights
     from orchestrator.errors import ReleaseRequired
 
@@ -175,6 +175,8 @@ def test_release_needs_every_owner_and_gives_the_sites_model(trained: dict[str, 
     vector = flatten(released.weights)[0]
     _, local = released_model(DataDir(federation["sites"][0].data_dir.path), released.spec.job_id)
     assert np.allclose(vector, local, atol=1e-6)  # what the scientist got is what the sites hold
+    hospital_model = federation["sites"][1].released_model(released.spec.job_id)
+    assert np.allclose(flatten(get_weights(hospital_model))[0], vector, atol=1e-6)  # local inference
     record = json.loads((job.run_dir.path / "release" / "release.json").read_text())
     assert record["rounds"] == ROUNDS and record["sites"] == list(NAMES)
     assert set(record["epsilon_per_site"]) == set(NAMES) and record["dp"] is True
