@@ -43,7 +43,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not eps.empty:
         print("\nprivacy (ε at each dataset's δ, Opacus RDP accountant):")
         _print(eps)
-    if "x_float32" in result.timing and spec_he(result):
+    if "x_float32" in result.timing and result.spec.he is not None:
         t = result.timing.iloc[-1]
         print(f"\nHE wire cost per site update: {t['update_MB']:.2f} MB for {int(t['params'])} "
               f"parameters = {t['bytes_per_param']:.1f} bytes/parameter ({t['x_float32']:.2f}x float32)")
@@ -51,10 +51,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"\nplot: {result.plot()}")
     print(f"run directory: {result.run_dir}")
     return 0
-
-
-def spec_he(result: Any) -> bool:
-    return result.spec.he is not None
 
 
 def cmd_release(args: argparse.Namespace) -> int:
