@@ -1,7 +1,7 @@
 """Keep PySyft's banners, progress bars and warnings out of medsyft's output.
 
-PySyft prints on most calls. ``contextlib.redirect_stdout`` would do, except that
-it swaps ``sys.stdout`` for the whole process: the orchestrator calls sites from
+PySyft prints on most calls, and draws progress bars on stderr. ``contextlib.redirect_stdout``
+would do, except that it swaps ``sys.stdout`` for the whole process: the orchestrator calls sites from
 parallel threads, and a call abandoned after a round timeout may sit inside the
 block for minutes, silencing everyone else. So silence is per thread: while any
 thread is inside :func:`quiet`, ``sys.stdout`` is a proxy that drops the writes of
@@ -27,8 +27,8 @@ _active = 0
 _saved: dict[str, Any] = {}
 
 
-class _PerThreadStdout:
-    """Forwards to the real stdout, except for threads inside :func:`quiet`."""
+class _PerThreadStream:
+    """Forwards to the real stream, except for threads inside :func:`quiet`."""
 
     def __init__(self, real: TextIO) -> None:
         self._real = real
@@ -47,16 +47,18 @@ class _PerThreadStdout:
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """Silence this thread's stdout, and warnings and log records below ERROR, in the block."""
+    """Silence this thread's stdout and stderr (PySyft's progress bars), and warnings and log
+    records below ERROR, in the block. Exceptions still propagate as exceptions."""
     global _active
     if os.environ.get("MEDSYFT_VERBOSE"):
         yield
         return
     with _lock:
         if _active == 0:
-            _saved.update(stdout=sys.stdout, filters=list(warnings.filters),
+            _saved.update(stdout=sys.stdout, stderr=sys.stderr, filters=list(warnings.filters),
                           logging=logging.root.manager.disable)
-            sys.stdout = _PerThreadStdout(sys.stdout)
+            sys.stdout = _PerThreadStream(sys.stdout)
+            sys.stderr = _PerThreadStream(sys.stderr)
             warnings.simplefilter("ignore")
             logging.disable(logging.WARNING)
         _active += 1
@@ -68,7 +70,7 @@ def quiet() -> Iterator[None]:
         with _lock:
             _active -= 1
             if _active == 0:
-                sys.stdout = _saved["stdout"]
+                sys.stdout, sys.stderr = _saved["stdout"], _saved["stderr"]
                 warnings.filters[:] = _saved["filters"]  # type: ignore[index]
                 getattr(warnings, "_filters_mutated", lambda: None)()  # as catch_warnings does
                 logging.disable(_saved["logging"])

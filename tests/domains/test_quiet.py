@@ -53,3 +53,25 @@ def test_quiet_in_a_hung_thread_does_not_silence_others(capsys: object) -> None:
     worker.join()
     out = capsys.readouterr().out  # type: ignore[attr-defined]
     assert "round 2 table" in out and "noise" not in out
+
+
+def test_quiet_hides_progress_bars_on_stderr_but_not_other_threads(capsys: object) -> None:
+    from tqdm import tqdm
+
+    before = sys.stderr
+    done = threading.Event()
+
+    def other_thread() -> None:
+        done.wait(5)
+        print("other thread's warning", file=sys.stderr)
+
+    helper = threading.Thread(target=other_thread)
+    helper.start()
+    with quiet():
+        for _ in tqdm(range(3), desc="Uploading"):  # as PySyft's upload draws it
+            pass
+        done.set()
+        helper.join()
+    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    assert "Uploading" not in err and "other thread's warning" in err
+    assert sys.stderr is before
