@@ -63,8 +63,10 @@ def _write_job(workdir: Path, sites: list[Any], args: argparse.Namespace) -> Pat
         )
     source = "synthetic" if args.source is None else str(Path(args.source).resolve())
     privacy = (
-        f"[privacy]\ndp = {str(not args.no_dp).lower()}\nnoise_multiplier = {args.noise}\n"
-        f"max_grad_norm = 1.0\neval_noise_multiplier = {args.eval_noise}\n"
+        f"[privacy]\ndp = {str(not args.no_dp).lower()}\n"
+        + (f"noise_multiplier = {args.noise}\n" if args.noise is not None
+           else f"target_epsilon = {args.target_epsilon}\n")
+        + f"max_grad_norm = 1.0\neval_noise_multiplier = {args.eval_noise}\n"
         f"he = {str(not args.no_he).lower()}\n"
         + ('he_public_key = "keys/orchestrator-public.medsyftkey"\n' if not args.no_he else "")
     )
@@ -113,7 +115,7 @@ def _report_run(fed: Any) -> None:
     eps = fed.epsilon()
     if not eps.empty:
         print("\nε per hospital after the job (RDP accountant, at each dataset's δ):")
-        print(eps.round(3).to_string())
+        print(eps.round(3).assign(delta=eps["delta"].map("{:.0e}".format)).to_string())
 
 
 def _release(job: Any, sites: list[Any], fed: Any) -> Any:
@@ -214,7 +216,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "phantoms: 28)")
     p.add_argument("--local-epochs", type=int, default=2)
     p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")
-    p.add_argument("--noise", type=float, default=1.2, help="DP-SGD noise multiplier σ (default 1.2)")
+    p.add_argument("--target-epsilon", type=float, default=8.0,
+                   help="ε each hospital may spend on the whole job; each derives its DP-SGD noise "
+                        "from it and its data size (default 8, of a budget of 10)")
+    p.add_argument("--noise", type=float, help="a fixed DP-SGD noise multiplier σ instead of a target ε")
     p.add_argument("--eval-noise", type=float, default=5.0,
                    help="noise multiplier of the released validation counts (default 5)")
     p.add_argument("--epsilon-budget", type=float, default=10.0,

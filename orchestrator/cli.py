@@ -42,7 +42,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     eps = result.epsilon()
     if not eps.empty:
         print("\nprivacy (ε at each dataset's δ, Opacus RDP accountant):")
-        _print(eps)
+        _print(eps.assign(delta=eps["delta"].map("{:.0e}".format)))
     if "x_float32" in result.timing and result.spec.he is not None:
         t = result.timing.iloc[-1]
         print(f"\nHE wire cost per site update: {t['update_MB']:.2f} MB for {int(t['params'])} "
