@@ -120,7 +120,7 @@ def fetch_release(sites: list[Site], state: RunState, run_dir: RunDir) -> tuple[
     for sub in load_submissions(run_dir):
         site = by_name[sub.site]
         outcome = call_site(site, sub.function, lambda s=site: s.asset(spec.dataset, "labels"),
-                            {}, {"final": final.to_dict()}, constant_name="release")
+                            None, {"final": final.to_dict()}, constant_name="release")
         if outcome.status != "ok":
             raise ReleaseRequired(f"site '{sub.site}' did not release its share: {outcome.error}")
         shares.append(np.asarray(outcome.result["share"]))
