@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 from typing import Any
 
 from domains.datadir import DataDir
@@ -80,6 +79,3 @@ def load(data_dir: DataDir, *, expect: str | None = None) -> Any:
         )
     return context
 
-
-def exists(data_dir: DataDir) -> bool:
-    return Path(data_dir.file(HE_KEY_FILE)).exists()

@@ -120,7 +120,7 @@ def _he_section(data_dir: DataDir, spec: JobSpec, rev: PrivacyReview) -> None:
     if spec.he is None:
         rev.warnings.append("HE is OFF for this job: the orchestrator sees every site's model in plaintext")
         return
-    mine = he_key.key_id(data_dir) if he_key.exists(data_dir) else None
+    mine = he_key.key_id(data_dir)
     rev.lines.append(f"encrypted aggregation (BFV) under key {spec.he.key_id[:8]}, weights clamped "
                      f"to ±{spec.he.weight_bound}")
     if mine is None:

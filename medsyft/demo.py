@@ -108,10 +108,9 @@ def _report_run(fed: Any) -> None:
                         "round_per_train", "update_MB", "x_float32") if c in fed.timing]
     print("\nround time breakdown (seconds) and wire cost per site update:")
     print(fed.timing[cols].round(3).to_string(index=False))
-    if fed.spec.he is not None:
-        t = fed.timing.iloc[-1]
-        print(f"HE wire cost per round: {t['update_MB']:.2f} MB per site for {int(t['params'])} "
-              f"parameters = {t['bytes_per_param']:.2f} bytes/parameter ({t['x_float32']:.2f}x float32)")
+    wire = fed.wire_cost()
+    if wire is not None:
+        print(wire)
     eps = fed.epsilon()
     if not eps.empty:
         print("\nε per hospital after the job (RDP accountant, at each dataset's δ):")

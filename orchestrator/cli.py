@@ -43,10 +43,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not eps.empty:
         print("\nprivacy (ε at each dataset's δ, Opacus RDP accountant):")
         _print(eps.assign(delta=eps["delta"].map("{:.0e}".format)))
-    if "x_float32" in result.timing and result.spec.he is not None:
-        t = result.timing.iloc[-1]
-        print(f"\nHE wire cost per site update: {t['update_MB']:.2f} MB for {int(t['params'])} "
-              f"parameters = {t['bytes_per_param']:.1f} bytes/parameter ({t['x_float32']:.2f}x float32)")
+    wire = result.wire_cost()
+    if wire is not None:
+        print(f"\n{wire}")
         print("the final model is encrypted: `medsyft release --config ...` asks every owner to release it")
     print(f"\nplot: {result.plot()}")
     print(f"run directory: {result.run_dir}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,7 @@ from domains.training.errors import TrainingError
 from domains.training.local import TrainConfig
 from domains.training.models import build_model, default_model
 from domains.training.spec import HESpec, JobSpec
+from domains.training.split import val_count
 from domains.training.weights import Weights, get_weights
 from orchestrator import release
 from orchestrator.checkpoint import RunDir, RunState
@@ -51,6 +53,7 @@ class FederatedJob:
                                            seed=config.seed)
         self._sites: list[Site] | None = None
         self._context: HEContext | None = None
+        self._metas: dict[str, dict[str, Any]] | None = None
 
     @property
     def he_context(self) -> HEContext | None:
@@ -81,7 +84,7 @@ class FederatedJob:
 
     def make_spec(self) -> JobSpec:
         """The job's constants, sized from the dataset metadata every site publishes."""
-        metas = {s.name: s.metadata(self.config.dataset) for s in self.sites}
+        metas = self._metadata()
         shapes = {(m["channels"], tuple(m["image_size"]), tuple(m["label_names"]), m["multi_label"])
                   for m in metas.values()}
         if len(shapes) != 1:
@@ -107,10 +110,16 @@ class FederatedJob:
     def sizes(self) -> dict[str, int]:
         """Each site's expected training-split size from its public dataset size (FedAvg weights)."""
         out = {}
-        for site in self.sites:
-            n = int(site.metadata(self.config.dataset)["n"])
-            out[site.name] = n - min(n - 1, max(1, round(n * self.config.val_fraction)))
+        for name, meta in self._metadata().items():
+            n = int(meta["n"])
+            out[name] = n - val_count(n, val_fraction=self.config.val_fraction)
         return out
+
+    def _metadata(self) -> dict[str, dict[str, Any]]:
+        """Every site's public metadata of the dataset, fetched once per job object."""
+        if self._metas is None:
+            self._metas = {s.name: s.metadata(self.config.dataset) for s in self.sites}
+        return self._metas
 
     def state(self) -> RunState | None:
         return self.run_dir.load_state() if self.run_dir.exists() else None

@@ -10,7 +10,6 @@ the weights and a record of rounds, sites, ε per dataset and the final metrics.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -26,7 +25,7 @@ from orchestrator.checkpoint import RunDir, RunState
 from orchestrator.errors import NotApproved, ReleaseRequired
 from orchestrator.runner import call_site
 from orchestrator.site import Site, quiet
-from orchestrator.submit import Submission, approval_table
+from orchestrator.submit import Submission, approval_table, load_submitted
 from privacy.he import EncryptedVector, unmask_release
 
 RELEASE_TEMPLATE = '''"""medsyft release of job {job_id}'s final model: this site's masked share."""
@@ -70,7 +69,8 @@ def submit_release(sites: list[Site], state: RunState, run_dir: RunDir) -> list[
     submissions = []
     for index, site in enumerate(sites):
         constant = {"job": spec.to_dict(), "site_index": index, "n_sites": len(sites), "sites": names}
-        function = _load(path, site, spec.dataset, constant, f"{spec.job_id}_{index}")
+        function = load_submitted(path, site, spec.dataset, module_name=f"{path.stem}_{index}",
+                                  constants={"release_spec": constant})
         with quiet():
             request = site.client.code.request_code_execution(function)
         if not hasattr(request, "id"):
@@ -78,18 +78,6 @@ def submit_release(sites: list[Site], state: RunState, run_dir: RunDir) -> list[
         submissions.append(Submission(site.name, str(request.id), _function_name(spec.job_id)))
     _save_json(run_dir.path / "release" / "requests.json", [asdict(s) for s in submissions])
     return submissions
-
-
-def _load(path: Path, site: Site, dataset: str, constant: dict[str, Any], tag: str) -> Any:
-    module_spec = importlib.util.spec_from_file_location(f"medsyft_release_{tag}", path)
-    assert module_spec is not None and module_spec.loader is not None
-    module = importlib.util.module_from_spec(module_spec)
-    module.client = site.client  # type: ignore[attr-defined]
-    module.labels_asset = site.asset(dataset, "labels")  # type: ignore[attr-defined]
-    module.release_spec = constant  # type: ignore[attr-defined]
-    with quiet():
-        module_spec.loader.exec_module(module)
-    return getattr(module, path.stem)
 
 
 def load_submissions(run_dir: RunDir) -> list[Submission]:

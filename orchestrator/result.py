@@ -57,6 +57,14 @@ class FederatedResult:
         return last[["job_epsilon_spent", "dataset_epsilon_spent", "dataset_epsilon_budget",
                      "dataset_epsilon_remaining", "noise_multiplier", "delta"]]
 
+    def wire_cost(self) -> str | None:
+        """One line on what an encrypted round put on the wire per site; None without HE."""
+        if self.spec.he is None or "x_float32" not in self.timing or self.timing.empty:
+            return None
+        t = self.timing.iloc[-1]
+        return (f"HE wire cost per round: {t['update_MB']:.2f} MB per site for {int(t['params'])} "
+                f"parameters = {t['bytes_per_param']:.2f} bytes/parameter ({t['x_float32']:.2f}x float32)")
+
     def final_model(self) -> object:
         if self.weights is None:
             raise ReleaseRequired(

@@ -51,20 +51,29 @@ class Submission:
     function: str
 
 
+def load_submitted(path: Path, site: Site, dataset: str, *, module_name: str,
+                   constants: dict[str, Any]) -> Any:
+    """Execute a written template for *site*: its client, the dataset's labels asset and the
+    template's constants are module globals; returns the syft function named after the file."""
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    assert module_spec is not None and module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    module.client = site.client  # type: ignore[attr-defined]
+    module.labels_asset = site.asset(dataset, "labels")  # type: ignore[attr-defined]
+    for name, value in constants.items():
+        setattr(module, name, value)
+    with quiet():
+        module_spec.loader.exec_module(module)
+    return getattr(module, path.stem)
+
+
 def _build_function(site: Site, spec: JobSpec, folder: Path) -> Any:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{spec.function_name}.py"
     path.write_text(TEMPLATE.format(job_id=spec.job_id, function=spec.function_name,
                                     limit=spec.max_calls))
-    module_spec = importlib.util.spec_from_file_location(f"{spec.function_name}_{site.name}", path)
-    assert module_spec is not None and module_spec.loader is not None
-    module = importlib.util.module_from_spec(module_spec)
-    module.client = site.client  # type: ignore[attr-defined]
-    module.labels_asset = site.asset(spec.dataset, "labels")  # type: ignore[attr-defined]
-    module.job_spec = spec.to_dict()  # type: ignore[attr-defined]
-    with quiet():
-        module_spec.loader.exec_module(module)
-    return getattr(module, spec.function_name)
+    return load_submitted(path, site, spec.dataset, module_name=f"{spec.function_name}_{site.name}",
+                          constants={"job_spec": spec.to_dict()})
 
 
 def submit(site: Site, spec: JobSpec, run_dir: Path) -> Submission:

@@ -7,6 +7,7 @@ Not a conftest: test modules import these by name (``from support import ...``),
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -208,3 +209,24 @@ def submit_code(client: Any, source: str, *, dataset: str, function: str, tmp: P
         module.asset = client.datasets[dataset].assets["images"]  # type: ignore[attr-defined]
         spec.loader.exec_module(module)
         return client.code.request_code_execution(getattr(module, function))
+
+
+class Crash(Exception):
+    """Stands for the orchestrator process dying between rounds."""
+
+
+def run_and_crash_after_round_1(job: Any) -> None:
+    """Run *job* and 'crash' as soon as its first round is checkpointed."""
+    import pytest
+
+    def die(_: Any) -> None:
+        raise Crash
+
+    with pytest.raises(Crash):
+        job.run(progress=False, on_round=die)
+
+
+def ledger_calls(root: Path, site: str, job_id: str) -> list[int]:
+    """The call numbers a datasite's own ledger recorded for a job, in order."""
+    path = root / site / "jobs" / job_id / "ledger.jsonl"
+    return [json.loads(line)["call"] for line in path.read_text().splitlines()]

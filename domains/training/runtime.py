@@ -36,6 +36,7 @@ from domains.training.models import build_model
 from domains.training.plan import JobPlan, job_plan, split
 from domains.training.release import noisy_release
 from domains.training.spec import JobSpec
+from domains.training.split import val_count
 from domains.training.threads import configure_threads
 from domains.training.weights import flatten, get_weights, set_weights, unflatten
 from privacy.accounting import compact
@@ -114,7 +115,7 @@ def _public_n_train(spec: JobSpec, data: _SiteData) -> int:
     n = len(data.labels)
     if spec.dp is None:
         return len(data.train_idx)
-    return n - min(n - 1, max(1, round(n * spec.val_fraction)))
+    return n - val_count(n, val_fraction=spec.val_fraction)
 
 
 def _evaluate(spec: JobSpec, model: Any, data: _SiteData) -> dict[str, Any]:

@@ -12,6 +12,18 @@ import numpy as np
 from domains.training.errors import TrainingError
 
 
+def val_count(n: int, *, val_fraction: float) -> int:
+    """Validation images of a site with *n* images: ``round(n * val_fraction)``, kept in [1, n - 1].
+
+    A function of the public dataset size only, so the orchestrator can compute the FedAvg
+    weights (``n - val_count``) from published metadata.
+
+    >>> val_count(10, val_fraction=0.2), val_count(2, val_fraction=0.01)
+    (2, 1)
+    """
+    return min(n - 1, max(1, round(n * val_fraction)))
+
+
 def train_val_split(
     labels: np.ndarray, *, val_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -34,7 +46,7 @@ def train_val_split(
         raise TrainingError(f"val_fraction must be in (0, 1) (got {val_fraction}); use e.g. 0.2")
     keys = _class_keys(np.asarray(labels))
     n = len(keys)
-    n_val = min(n - 1, max(1, round(n * val_fraction)))
+    n_val = val_count(n, val_fraction=val_fraction)
     rng = np.random.default_rng(seed)
     classes, inverse = np.unique(keys, return_inverse=True)
     groups = [np.flatnonzero(inverse == c) for c in range(len(classes))]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import deploy_site, free_ports, run_cli
+from support import deploy_site, free_ports, ledger_calls, run_and_crash_after_round_1, run_cli
 
 from domains.requests import RequestBook
 
@@ -126,8 +126,7 @@ def test_more_calls_than_approved_are_refused(federation: dict[str, Any]) -> Non
 
 
 def site_ledger(fed: dict[str, Any], name: str, job_id: str) -> list[int]:
-    path = fed["root"] / name / "jobs" / job_id / "ledger.jsonl"
-    return [json.loads(line)["call"] for line in path.read_text().splitlines()]
+    return ledger_calls(fed["root"], name, job_id)
 
 
 def test_unapproved_site_blocks_with_clear_status(federation: dict[str, Any]) -> None:
@@ -149,14 +148,7 @@ def test_resume_runs_each_round_once(federation: dict[str, Any]) -> None:
     approve_all(federation["sites"])
     job.wait_for_approval(timeout=30)
 
-    class Crash(Exception):
-        pass
-
-    def die_after_round_1(metrics: Any) -> None:
-        raise Crash
-
-    with pytest.raises(Crash):
-        job.run(progress=False, on_round=die_after_round_1)
+    run_and_crash_after_round_1(job)
     assert job.state().completed_round == 1
     resumed = new_job(federation, "resume", rounds=3).run(progress=False)
     assert sorted(resumed.history["round"].unique()) == [1, 2, 3]

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support import deploy_site, free_ports, run_cli
+from support import deploy_site, free_ports, ledger_calls, run_and_crash_after_round_1, run_cli
 
 from domains.requests import RequestBook
 
@@ -230,20 +230,12 @@ def test_resume_under_he_continues_from_the_encrypted_checkpoint(federation: dic
     job.submit()
     approve_all(federation["sites"], only=("p3",))
 
-    class Crash(Exception):
-        pass
-
-    def die(_: Any) -> None:
-        raise Crash
-
-    with pytest.raises(Crash):
-        job.run(progress=False, on_round=die)
+    run_and_crash_after_round_1(job)
     assert job.state().completed_round == 1
     assert isinstance(job.run_dir.load_global(1), EncryptedVector)
     resumed = new_job(federation, "resume", sites=("p3",), rounds=2).run(progress=False)
     assert list(resumed.history["round"]) == [1, 2]
-    ledger = federation["root"] / "p3" / "jobs" / resumed.spec.job_id / "ledger.jsonl"
-    assert [json.loads(line)["call"] for line in ledger.read_text().splitlines()] == [1, 2, 3]
+    assert ledger_calls(federation["root"], "p3", resumed.spec.job_id) == [1, 2, 3]
 
 
 class RobotOwners:
