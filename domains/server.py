@@ -55,6 +55,10 @@ def serve(data_dir: DataDir) -> None:
     tempfile.tempdir = None  # re-read TMPDIR
     import uvicorn
 
+    from domains import syft_speedups
+
+    syft_speedups.apply()
+
     uvicorn.run(
         "syft.server.uvicorn:app_factory",
         host=config.host,

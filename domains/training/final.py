@@ -14,7 +14,6 @@ alone. After its own approval a hospital may use the model locally (:func:`relea
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from datetime import UTC, datetime
@@ -34,13 +33,10 @@ RELEASED = "released.json"
 
 
 def digest(encrypted: dict[str, Any]) -> str:
-    """SHA-256 over an encrypted vector's metadata and ciphertext bytes."""
-    h = hashlib.sha256()
-    meta = {k: v for k, v in encrypted.items() if k != "chunks"}
-    h.update(json.dumps(meta, sort_keys=True).encode())
-    for chunk in encrypted.get("chunks", []):
-        h.update(hashlib.sha256(chunk).digest())
-    return h.hexdigest()
+    """SHA-256 over an encrypted vector's metadata and ciphertext bytes, whatever its wire form."""
+    from privacy.he import EncryptedVector
+
+    return EncryptedVector.from_dict(encrypted).digest()
 
 
 def keep_final(data_dir: DataDir, spec: JobSpec, encrypted: dict[str, Any], vector: np.ndarray) -> None:

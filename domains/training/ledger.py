@@ -28,7 +28,8 @@ from domains.training.errors import ExecutionLimitReached
 _WEIGHT_PREFIX = "w::"
 _FLAT = "__flat__"  # weights sent as one flattened vector come back the same way
 _ARRAY_PREFIX = "a::"  # other array results, e.g. a release share
-_CHUNK_PREFIX = "c::"  # an encrypted update's ciphertexts, one uint8 array each
+_CHUNK_PREFIX = "c::"  # an encrypted update's ciphertexts, one uint8 array each (older results)
+_PACKED = "packed::"  # an encrypted update's ciphertexts packed into one uint8 array
 
 
 def _save_result(path: Path, result: dict[str, Any]) -> None:
@@ -36,10 +37,9 @@ def _save_result(path: Path, result: dict[str, Any]) -> None:
     meta = {k: v for k, v in result.items() if k != "weights" and not isinstance(v, np.ndarray)}
     arrays = {f"{_ARRAY_PREFIX}{k}": v for k, v in result.items()
               if k != "weights" and isinstance(v, np.ndarray)}
-    if isinstance(weights, dict) and "chunks" in weights:  # encrypted: metadata + ciphertext bytes
+    if isinstance(weights, dict) and "chunks" in weights:  # encrypted: metadata + packed ciphertexts
         meta["encrypted"] = {k: v for k, v in weights.items() if k != "chunks"}
-        arrays.update({f"{_CHUNK_PREFIX}{i}": np.frombuffer(c, np.uint8)
-                       for i, c in enumerate(weights["chunks"])})
+        arrays[_PACKED] = np.asarray(weights["chunks"], dtype=np.uint8)
     else:
         named = {_FLAT: weights} if isinstance(weights, np.ndarray) else (weights or {})
         arrays.update({f"{_WEIGHT_PREFIX}{k}": v for k, v in named.items()})
@@ -61,9 +61,10 @@ def _load_result(path: Path) -> dict[str, Any]:
         result.update({k[len(_ARRAY_PREFIX):]: npz[k] for k in npz.files if k.startswith(_ARRAY_PREFIX)})
         chunks = sorted((int(k[len(_CHUNK_PREFIX):]), npz[k].tobytes()) for k in npz.files
                         if k.startswith(_CHUNK_PREFIX))
+        packed = npz[_PACKED] if _PACKED in npz.files else None
     encrypted = result.pop("encrypted", None)
     if encrypted is not None:
-        result["weights"] = {**encrypted, "chunks": [c for _, c in chunks]}
+        result["weights"] = {**encrypted, "chunks": packed if packed is not None else [c for _, c in chunks]}
         return result
     result["weights"] = weights.get(_FLAT, weights) if weights else None
     return result

@@ -283,12 +283,39 @@ def test_ciphertext_from_another_key_is_refused(keys: Keys, other_keys: Keys) ->
 def test_encrypted_vector_dict_round_trip(keys: Keys) -> None:
     enc = keys.hospital.encrypt_weighted(np.linspace(-1, 1, 5000), weight=0.25, bound=1.0)
     d = enc.to_dict()
-    assert all(type(v) in (str, int, float, list) for v in d.values())
-    assert all(type(c) is bytes for c in d["chunks"])
+    assert all(type(v) in (str, int, float, list) for k, v in d.items() if k != "chunks")
+    assert d["chunks"].dtype == np.uint8 and d["chunks"].ndim == 1  # one packed array, not bytes
+    assert d["chunk_sizes"] == [len(c) for c in enc.chunks] and sum(d["chunk_sizes"]) == enc.nbytes
     back = EncryptedVector.from_dict(pickle.loads(pickle.dumps(d)))
     assert back == enc
     assert np.array_equal(keys.hospital.decrypt_mean(back), keys.hospital.decrypt_mean(enc))
     assert EncryptedVector.from_dict({**d, "bound": 1}) == enc  # an int where a float was sent
+
+
+def test_encrypted_vector_repr_is_cheap(keys: Keys) -> None:
+    """PySyft renders repr() and str() of every value it wraps: the wire form must summarize."""
+    d = keys.hospital.encrypt_weighted(np.linspace(-1, 1, 50_000), weight=0.25, bound=1.0).to_dict()
+    assert len(repr(d)) < 2_000 and len(str(d)) < 2_000
+
+
+def test_older_list_of_bytes_form_still_reads(keys: Keys) -> None:
+    """Results stored by earlier versions (datasite ledgers, checkpoints) carry a list of bytes."""
+    enc = keys.hospital.encrypt_weighted(np.linspace(-1, 1, 5000), weight=0.25, bound=1.0)
+    fields = {k: getattr(enc, k) for k in ("key_id", "length", "scale", "bound", "weight_sum", "n_parts")}
+    legacy = {"format": "medsyft-he-vector/1", **fields, "chunks": list(enc.chunks)}
+    assert EncryptedVector.from_dict(legacy) == enc
+    assert EncryptedVector.from_dict({**legacy, "chunk_sizes": [len(c) for c in enc.chunks]}) == enc
+    with pytest.raises(HEError, match="chunk_sizes"):
+        EncryptedVector.from_dict({**legacy, "chunk_sizes": [1, 2]})
+
+
+def test_digest_names_the_ciphertext_not_its_wire_form(keys: Keys) -> None:
+    enc = keys.hospital.encrypt_weighted(np.linspace(-1, 1, 5000), weight=0.25, bound=1.0)
+    d = enc.to_dict()
+    legacy = {**d, "format": "medsyft-he-vector/1", "chunks": list(enc.chunks)}
+    assert EncryptedVector.from_dict(legacy).digest() == enc.digest()
+    other = keys.hospital.encrypt_weighted(np.linspace(-1, 1, 5000), weight=0.25, bound=1.0)
+    assert other.digest() != enc.digest()  # fresh randomness, another ciphertext
 
 
 def _broken(d: dict[str, Any], **changes: Any) -> dict[str, Any]:
@@ -301,6 +328,8 @@ def _broken(d: dict[str, Any], **changes: Any) -> dict[str, Any]:
         {"length": "5000"}, {"length": True}, {"length": 0}, {"length": 10_000}, {"scale": 7},
         {"key_id": "not-hex"}, {"bound": "1.0"}, {"weight_sum": 2.0}, {"weight_sum": float("nan")},
         {"n_parts": MAX_PARTS + 1}, {"chunks": b"raw"}, {"chunks": ["text", "text"]}, {"chunks": []},
+        {"chunks": np.zeros(10, np.float32)}, {"chunks": np.zeros((2, 5), np.uint8)},
+        {"chunk_sizes": ...}, {"chunk_sizes": [1]}, {"chunk_sizes": "all"},
         {"format": "other"}, {"extra": 1}, {"scale": ...},
     ],
 )
