@@ -90,5 +90,5 @@ def _fast_get_role() -> Any:
             return ServiceRole.GUEST
         return deserialize_json(row[0]["role"], ServiceRole)
 
-    get_role._medsyft = True  # type: ignore[attr-defined]
+    get_role._medsyft = True
     return get_role
