@@ -57,7 +57,8 @@ def serve(data_dir: DataDir) -> None:
 
     from domains import syft_speedups
 
-    syft_speedups.apply()
+    applied = syft_speedups.apply()
+    print(f"medsyft: PySyft speed-ups: {', '.join(applied) or 'none'}", file=sys.stderr, flush=True)
 
     uvicorn.run(
         "syft.server.uvicorn:app_factory",

@@ -22,6 +22,11 @@ from domains.training.errors import TrainingError
 from domains.training.local import check_arrays, check_logits, label_tensor, to_tensor_images
 
 BINS = 200
+# Small forward batches stay in the CPU caches: on one torch thread the small CNN evaluated
+# 230 images at 64 px in 0.17 s in batches of 16 against 0.33 s in batches of 256 (0.64 s
+# against 1.45 s at 128 px); ResNet-18 and DenseNet-121 are no slower. Outputs do not depend
+# on the batch (eval mode; GroupNorm normalizes each image on its own).
+EVAL_BATCH = 16
 
 
 @dataclass
@@ -86,7 +91,7 @@ def evaluate(
     labels: np.ndarray,
     *,
     multi_label: bool = False,
-    batch_size: int = 256,
+    batch_size: int = EVAL_BATCH,
 ) -> EvalResult:
     """Evaluate ``model`` on one site's images without changing it.
 

@@ -53,6 +53,12 @@ def test_deploy_binds_loopback_only(site: Any) -> None:
     assert site.url.startswith("http://127.0.0.1:")
 
 
+def test_datasite_process_runs_pysyft_speedups(site: Any) -> None:
+    """The deployed process, not just this test process, swapped in domains/syft_speedups.py."""
+    log = site.data_dir.file("datasite.log").read_text()
+    assert "medsyft: PySyft speed-ups: numpy print threshold, ObjectStash.get_role" in log
+
+
 def test_publish_synthetic_default_via_cli(site: Any) -> None:
     result = run_cli("domain", "publish", "--data-dir", str(site.data_dir.path),
                      "--count", "300", "--shard", "1/3", "--partition", "dirichlet:0.5")
