@@ -147,7 +147,7 @@ class EncryptedVector:
         of every value it wraps, each time it stores or loads it, and for ~0.4 MB of ``bytes``
         that costs ~10 ms, several times per call (a numpy array's is summarized).
         Measured on one idle datasite: a call carrying a 47k-parameter update each way went
-        from 0.34 s to 0.22 s (docs/performance.md).
+        from 0.32 s to 0.20 s (docs/performance.md).
         """
         fields = {k: getattr(self, k) for k in _FIELDS}
         packed = np.frombuffer(b"".join(self.chunks), dtype=np.uint8)
