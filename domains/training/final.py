@@ -18,7 +18,7 @@ import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,24 +27,20 @@ from domains.datadir import DataDir
 from domains.training.errors import TrainingError
 from domains.training.spec import JobSpec
 
+if TYPE_CHECKING:
+    from privacy.he import EncryptedVector
+
 FINAL_MODEL = "final-model.npz"
 FINAL_RECORD = "final.json"
 RELEASED = "released.json"
 
 
-def digest(encrypted: dict[str, Any]) -> str:
-    """SHA-256 over an encrypted vector's metadata and ciphertext bytes, whatever its wire form."""
-    from privacy.he import EncryptedVector
-
-    return EncryptedVector.from_dict(encrypted).digest()
-
-
-def keep_final(data_dir: DataDir, spec: JobSpec, encrypted: dict[str, Any], vector: np.ndarray) -> None:
-    """At the final call: keep the decrypted model and what it was decrypted from."""
+def keep_final(data_dir: DataDir, spec: JobSpec, encrypted: EncryptedVector, vector: np.ndarray) -> None:
+    """At the final call: keep the decrypted model and the digest of what it was decrypted from."""
     folder = data_dir.jobs_dir / spec.job_id
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     _write(folder / FINAL_MODEL, lambda fh: np.save(fh, vector.astype(np.float32)))
-    record = {"digest": digest(encrypted), "time": _now(), "spec": spec.to_dict()}
+    record = {"digest": encrypted.digest(), "time": _now(), "spec": spec.to_dict()}
     _write(folder / FINAL_RECORD, lambda fh: fh.write(json.dumps(record, indent=2).encode()))
 
 
@@ -61,10 +57,10 @@ def run_release(release: dict[str, Any], payload: dict[str, Any]) -> dict[str, A
                             "(it did not run here, or not to its final call)")
     sent = payload.get("final") if isinstance(payload, dict) else None
     record = json.loads((folder / FINAL_RECORD).read_text())
-    if not isinstance(sent, dict) or digest(sent) != record["digest"]:
+    encrypted = EncryptedVector.from_dict(sent) if isinstance(sent, dict) else None
+    if encrypted is None or encrypted.digest() != record["digest"]:
         raise TrainingError("the ciphertext to release is not the final model this datasite "
                             f"evaluated for job {spec.job_id}; send the run's last global model")
-    encrypted = EncryptedVector.from_dict(sent)
     if n_sites < encrypted.n_parts:
         raise TrainingError(f"the final model sums {encrypted.n_parts} sites but the release names "
                             f"{n_sites}: every contributing site must take part")

@@ -83,10 +83,11 @@ def _incoming(spec: JobSpec, call: int, payload: dict[str, Any], model: Any, dat
         from privacy.he import EncryptedVector
 
         context = he_key.load(data_dir, expect=spec.he.key_id)
-        vector = context.decrypt_mean(EncryptedVector.from_dict(sent))
+        encrypted = EncryptedVector.from_dict(sent)
+        vector = context.decrypt_mean(encrypted)
         set_weights(model, unflatten(vector, flatten(get_weights(model))[1]))
         if call == spec.max_calls:  # the final model: kept here for local use after its release
-            final.keep_final(data_dir, spec, sent, vector)
+            final.keep_final(data_dir, spec, encrypted, vector)
     elif isinstance(sent, np.ndarray):  # one float32 vector travels faster than a dict
         set_weights(model, unflatten(sent, flatten(get_weights(model))[1]))
     elif isinstance(sent, dict):
