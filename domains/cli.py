@@ -37,19 +37,33 @@ def _show(frame: pd.DataFrame, empty: str) -> None:
 
 # -- deploy / stop / status ----------------------------------------------------
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from domains import he_key, lifecycle
+    from domains import he_key, lifecycle, site_keys
 
     data_dir = _data_dir(args)
-    if args.he_key:
-        he_key.check(args.he_key)  # a bad key file stops the deploy before anything starts
+    key = he_key.check(args.he_key) if args.he_key else None  # bad key files stop the deploy
+    if args.site_keys:                                          # before anything starts
+        site_keys.check_deploy(data_dir, args.site_keys, name=args.name, he_key_id=key)
+    stop_asked: list[int] = []
+    if not args.detach:  # Ctrl-C during start-up is kept for when the datasite is up, never lost
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda signum, _: stop_asked.append(signum))
     result, proc = lifecycle.deploy(
         data_dir, name=args.name, port=args.port, host=args.host, detach=args.detach
     )
+    if not args.detach:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: proc.terminate())
+        if stop_asked:
+            proc.terminate()
     cfg = result.config
     print(f"datasite '{cfg.name}' is up at {cfg.url} (pid {result.pid})")
     if args.he_key:
         print(f"HE key {he_key.install(data_dir, args.he_key)[:8]} installed "
               f"({data_dir.file(he_key.HE_KEY_FILE)}, mode 0600)")
+    if args.site_keys:
+        kit = site_keys.install(data_dir, args.site_keys)
+        print(f"site keys of '{kit.site}' installed, roster {kit.roster.fingerprint[:12]} "
+              f"({data_dir.file(site_keys.SITE_KEYS_FILE)}, mode 0600)")
     if result.created:
         creds = data_dir.read_credentials()
         print(f"admin: {creds.email}; password in {result.credentials_file} (mode 0600)")
@@ -57,11 +71,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         print(f"log: {data_dir.file('datasite.log')}; stop with "
               f"`medsyft domain stop --data-dir {data_dir.path}`")
         return 0
-    print("running in the foreground; Ctrl-C stops it")
-    # Handle both signals ourselves: a process started in the background of a script
+    # Both signals are handled by us (above): a process started in the background of a script
     # inherits SIGINT as ignored, and Python then installs no KeyboardInterrupt handler.
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: proc.terminate())
+    print("running in the foreground; Ctrl-C stops it", flush=True)
     code = proc.wait()
     lifecycle.record_stop(data_dir, proc.pid)
     print(f"datasite '{cfg.name}' stopped")
@@ -99,14 +111,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 # -- publish ---------------------------------------------------------------------
 def cmd_publish(args: argparse.Namespace) -> int:
+    from domains.formats import parse_label_names
     from domains.publish import PublishRequest, publish
 
     req = PublishRequest(
         source=Path(args.source) if args.source else None, fmt=args.format, split=args.split,
         shard=args.shard, partition=args.partition, seed=args.seed, name=args.name,
         image_size=args.image_size, channels=args.channels,
-        label_names=args.label_names.split(",") if args.label_names else None,
-        synthetic_count=args.count,
+        label_names=parse_label_names(args.label_names) if args.label_names else None,
+        limits=_source_limits(args), synthetic_count=args.count,
     )
     req.epsilon_budget, req.delta = args.epsilon_budget, args.delta
     result = publish(_data_dir(args), req)
@@ -117,6 +130,23 @@ def cmd_publish(args: argparse.Namespace) -> int:
           f"{meta['channels']}x{meta['image_size'][0]}x{meta['image_size'][1]} ({counts}); "
           f"privacy budget ε={meta['epsilon_budget']:g}, δ={meta['delta']:g}")
     return 0
+
+
+def _source_limits(args: argparse.Namespace) -> Any:
+    """The --max-* options given, over SourceLimits' defaults; a malformed size is one error line."""
+    from domains.errors import PublishError
+    from domains.formats import SourceLimits, parse_size
+
+    given: dict[str, Any] = {k: getattr(args, k) for k in ("max_pixels", "max_npz_ratio")
+                             if getattr(args, k) is not None}
+    for key in ("max_npz_bytes", "max_npz_member_bytes"):
+        if getattr(args, key) is None:
+            continue
+        try:
+            given[key] = parse_size(getattr(args, key))
+        except ValueError as exc:
+            raise PublishError(f"--{key.replace('_', '-')}: {exc}") from None
+    return SourceLimits(**given)
 
 
 def cmd_budget(args: argparse.Namespace) -> int:
@@ -186,6 +216,7 @@ def format_review(report: Any) -> str:
                 "constant": "fixed at approval",
                 "scientist-owned": "the scientist may pass a new value at EVERY call"}[spec.kind]
         lines.append(f"  {spec.name:<14} {spec.kind:<16} {spec.value}  ({note})")
+    lines += _policy_lines(report)
     lines += _privacy_lines(report)
     lines += ["", "code:", textwrap.indent(report.code.rstrip(), "  | "), "", "review flags:"]
     if not report.flags:
@@ -195,6 +226,21 @@ def format_review(report: Any) -> str:
     lines.append("\nflags inform; you decide: `medsyft domain approve ID` or "
                  "`medsyft domain deny ID --reason TEXT`")
     return "\n".join(lines)
+
+
+def _policy_lines(report: Any) -> list[str]:
+    verdict = getattr(report, "verdict", None)
+    if verdict is None:
+        return []
+    if verdict.is_medsyft:
+        return ["", "site policy:", f"  medsyft {verdict.kind} code: its source and input bindings are "
+                "exactly medsyft's template; it runs the datasite's installed medsyft runtime"]
+    lines = ["", "site policy:", "  CUSTOM CODE: not medsyft's own job or release code. It runs ARBITRARY "
+             "code of the scientist's choosing on this datasite.",
+             *[f"  why not medsyft's: {reason}" for reason in verdict.reasons],
+             "  approvable only with `medsyft domain approve ID --allow-custom-code` on a datasite "
+             "whose policy allows custom code (`medsyft domain policy`)"]
+    return lines
 
 
 def _privacy_lines(report: Any) -> list[str]:
@@ -217,9 +263,48 @@ def cmd_review(args: argparse.Namespace) -> int:
 def cmd_approve(args: argparse.Namespace) -> int:
     from domains.requests import RequestBook
 
-    report = RequestBook(_data_dir(args)).approve(args.id)
+    report = RequestBook(_data_dir(args)).approve(args.id, allow_custom_code=args.allow_custom_code)
     print(f"approved request {report.request_id} (`{report.function}` from {report.requester})")
     return 0
+
+
+def cmd_policy(args: argparse.Namespace) -> int:
+    from domains.code_policy import load_policy, save_policy
+
+    data_dir = _data_dir(args)
+    data_dir.require_initialized()
+    policy = load_policy(data_dir)
+    limits = {name: getattr(args, f"sandbox_{name}") for name in _SANDBOX_LIMITS
+              if getattr(args, f"sandbox_{name}") is not None}
+    if args.allow_custom_code is not None or limits:
+        from dataclasses import asdict, replace
+
+        if args.allow_custom_code is not None:
+            policy.allow_custom_code = args.allow_custom_code == "on"
+        policy.sandbox = replace(policy.sandbox, **limits)
+        save_policy(data_dir, policy)
+        from domains.audit import AuditLog, local_actor
+        from domains.datadir import AUDIT_FILE
+
+        AuditLog(data_dir.file(AUDIT_FILE)).append(
+            "policy", actor=local_actor(), subject=data_dir.read_config().name,
+            allow_custom_code=policy.allow_custom_code, sandbox=asdict(policy.sandbox))
+    state = "ALLOWED (approve each with --allow-custom-code)" if policy.allow_custom_code else "refused"
+    box = policy.sandbox
+    print(f"medsyft job and release code: approvable; custom code: {state}; "
+          f"custom code approved so far: {len(policy.custom_approved)}; sandbox limits per call: "
+          f"{box.memory_mb} MiB memory, {box.cpu_seconds} s CPU, {box.wall_seconds} s wall clock, "
+          f"{box.disk_mb} MiB disk")
+    return 0
+
+
+# `medsyft domain policy --sandbox-NAME`: the limits of domains.sandbox.SandboxLimits
+_SANDBOX_LIMITS = {
+    "memory_mb": "address space of each process of custom code, MiB",
+    "cpu_seconds": "CPU time of each process of custom code, seconds",
+    "wall_seconds": "wall-clock time of one call of custom code, seconds",
+    "disk_mb": "size of custom code's writable scratch space (a tmpfs), MiB",
+}
 
 
 def cmd_deny(args: argparse.Namespace) -> int:
@@ -235,6 +320,8 @@ def cmd_deny(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from domains.datasite import Datasite
 
+    if args.verify:
+        return _verify_audit(_data_dir(args))
     frame = Datasite(_data_dir(args).path).audit(sync=True)
     if args.csv:
         try:
@@ -249,6 +336,17 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify_audit(data_dir: DataDir) -> int:
+    """Check the log as it stands, without syncing first: verifying must not add to the evidence,
+    and it works on a stopped datasite. A broken log raises AuditLogError (one line, exit 2)."""
+    from domains.audit import AuditLog
+    from domains.datadir import AUDIT_FILE
+
+    data_dir.require_initialized()
+    print(AuditLog(data_dir.file(AUDIT_FILE)).verify().summary())
+    return 0
+
+
 # -- parser ------------------------------------------------------------------------
 def _positive_int(text: str) -> int:
     try:
@@ -257,6 +355,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
     return value
 
 
@@ -294,6 +402,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--detach", action="store_true", help="run in the background (pid+log in DIR)")
     p.add_argument("--he-key", help="hospital-secret.medsyftkey from `medsyft keys init` "
                    "(copied into DIR; needed for encrypted aggregation)")
+    p.add_argument("--site-keys", help="this hospital's NAME/site-keys.medsyftkey from `medsyft keys "
+                   "init --site NAME` (copied into DIR; needed for verifiable secure aggregation)")
 
     _add(sub, "stop", cmd_stop, "stop the datasite of --data-dir")
     _add(sub, "status", cmd_status, "reachable or not, datasets, users, pending requests")
@@ -308,7 +418,19 @@ def register(subparsers: Any) -> None:
     p.add_argument("--name", help="dataset name (default: from the source)")
     p.add_argument("--image-size", type=_positive_int, help="resize to SIZE x SIZE")
     p.add_argument("--channels", type=int, choices=(1, 3), help="1 (grey) or 3 (RGB)")
-    p.add_argument("--label-names", help="comma-separated label schema, e.g. normal,pneumonia")
+    p.add_argument("--label-names", metavar="NAMES",
+                   help="label schema: names in index order (normal,pneumonia), or what each label "
+                        "value means (--label-names=-1:uncertain,0:normal,1:pneumonia); needed for "
+                        "numeric labels that are not 0..K-1")
+    p.add_argument("--max-pixels", type=_positive_int, metavar="N",
+                   help="largest image, height x width, checked before decoding (default 67108864, "
+                        "8192x8192)")
+    p.add_argument("--max-npz-bytes", metavar="SIZE",
+                   help="declared uncompressed size of all arrays of an npz, e.g. 16G (default 8G)")
+    p.add_argument("--max-npz-member-bytes", metavar="SIZE",
+                   help="declared uncompressed size of one npz array (default 4G)")
+    p.add_argument("--max-npz-ratio", type=_positive_float, metavar="X",
+                   help="how much one npz array above 1 MiB may expand (default 200x)")
     p.add_argument("--count", type=_positive_int, default=3000,
                    help="synthetic images to generate without --source (default 3000)")
     p.add_argument("--epsilon-budget", type=float, default=10.0,
@@ -339,7 +461,24 @@ def register(subparsers: Any) -> None:
         p.add_argument("id", help="request id or a unique prefix of it")
         if name == "deny":
             p.add_argument("--reason", required=True, help="shown to the scientist")
+        if name == "approve":
+            p.add_argument("--allow-custom-code", action="store_true",
+                           help="approve code that is not medsyft's own job or release (it runs "
+                                "arbitrary code; needs `medsyft domain policy --allow-custom-code on`)")
+
+    p = _add(sub, "policy", cmd_policy, "which code this datasite may approve (default: medsyft's own)")
+    p.add_argument("--allow-custom-code", choices=("on", "off"),
+                   help="let owners approve custom code with `approve --allow-custom-code`")
+    from domains.sandbox import SandboxLimits
+
+    for limit, text in _SANDBOX_LIMITS.items():
+        p.add_argument(f"--sandbox-{limit.replace('_', '-')}", type=_positive_int, metavar="N",
+                       help=f"{text} (default {getattr(SandboxLimits(), limit)})")
 
     p = _add(sub, "audit", cmd_audit, "the append-only audit log as a table")
-    p.add_argument("--csv", help="also export it to this CSV file")
+    audit_mode = p.add_mutually_exclusive_group()
+    audit_mode.add_argument("--csv", help="also export it to this CSV file")
+    audit_mode.add_argument("--verify", action="store_true",
+                            help="only check the keyed chain: OK with the entry count, or the line "
+                                 "where it breaks (exit 2)")
 

@@ -12,7 +12,9 @@ Layout::
     DIR/server.key          PySyft signing key, 0600
     DIR/syft/db.sqlite      PySyft's store
     DIR/syft/tmp/           TMPDIR of the datasite process (PySyft blob storage)
-    DIR/audit.jsonl         append-only, hash-chained audit log
+    DIR/audit.jsonl         append-only audit log, HMAC-chained
+    DIR/audit.key           the audit chain's HMAC key, 0600
+    DIR/audit.head          entry count and last MAC of the audit log (keyed; not secret)
     DIR/datasets/NAME.npz   training copy of each published dataset, 0600
     DIR/jobs/JOB/           execution ledger and results of approved training jobs
     DIR/datasite.pid        pid of a running datasite
@@ -36,6 +38,8 @@ KEY_FILE = "server.key"
 PID_FILE = "datasite.pid"
 LOG_FILE = "datasite.log"
 AUDIT_FILE = "audit.jsonl"
+AUDIT_KEY_FILE = "audit.key"
+AUDIT_HEAD_FILE = "audit.head"
 
 
 @dataclass
@@ -151,6 +155,12 @@ class DataDir:
     def write_server_key(self, key: str) -> None:
         self._atomic_write(KEY_FILE, key, mode=0o600)
 
+    def write_audit_file(self, name: str, text: str) -> None:
+        """The audit log's key or head (:mod:`domains.audit`); 0600, the key being secret."""
+        if name not in (AUDIT_KEY_FILE, AUDIT_HEAD_FILE):
+            raise ValueError(f"{name} is not an audit file")
+        self._atomic_write(name, text, mode=0o600)
+
     # -- helpers ------------------------------------------------------------
     def _atomic_write(self, name: str, text: str, *, mode: int) -> None:
         """Write via a temp file and rename, so a crash never leaves half a file."""
@@ -160,6 +170,8 @@ class DataDir:
             os.fchmod(fd, mode)
             with os.fdopen(fd, "w") as fh:
                 fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())  # a power cut must not leave an empty key or credentials file
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from domains import budget, he_key, lifecycle
+from domains import budget, he_key, lifecycle, site_keys
 from domains.accounts import add_scientist
 from domains.audit import AuditLog
 from domains.datadir import AUDIT_FILE, DataDir, DatasiteConfig
@@ -42,19 +42,25 @@ class Datasite:
         host: str = "127.0.0.1",
         timeout: float = lifecycle.START_TIMEOUT_S,
         he_key_file: str | os.PathLike[str] | None = None,
+        site_keys_file: str | os.PathLike[str] | None = None,
     ) -> Datasite:
         """Start the datasite in the background and return once it answers.
 
-        *he_key_file* is the hospital secret context of ``medsyft keys init``; it is checked
-        before the start and copied into the data directory after it.
+        *he_key_file* is the hospital secret context of ``medsyft keys init``; *site_keys_file*
+        this hospital's ``site-keys.medsyftkey`` of ``medsyft keys init --site`` (its site must be
+        this datasite's name, its roster's HE key this datasite's). Both are checked before the
+        start and copied into the data directory after it.
         """
         site = cls(data_dir)
-        if he_key_file is not None:
-            he_key.check(he_key_file)
+        key = he_key.check(he_key_file) if he_key_file is not None else None
+        if site_keys_file is not None:
+            site_keys.check_deploy(site.data_dir, site_keys_file, name=name, he_key_id=key)
         lifecycle.deploy(site.data_dir, name=name, port=port, host=host, detach=True,
                          timeout=timeout)
         if he_key_file is not None:
             he_key.install(site.data_dir, he_key_file)
+        if site_keys_file is not None:
+            site_keys.install(site.data_dir, site_keys_file)
         return site
 
     def released_model(self, job_id: str) -> Any:
@@ -102,8 +108,8 @@ class Datasite:
     def review(self, request_id: str) -> ReviewReport:
         return RequestBook(self.data_dir).review(request_id)
 
-    def approve(self, request_id: str) -> ReviewReport:
-        return RequestBook(self.data_dir).approve(request_id)
+    def approve(self, request_id: str, *, allow_custom_code: bool = False) -> ReviewReport:
+        return RequestBook(self.data_dir).approve(request_id, allow_custom_code=allow_custom_code)
 
     def deny(self, request_id: str, *, reason: str) -> ReviewReport:
         return RequestBook(self.data_dir).deny(request_id, reason=reason)

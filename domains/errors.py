@@ -53,3 +53,21 @@ class BudgetError(MedsyftDomainError, ValueError):
 
 class HEKeyError(MedsyftDomainError, ValueError):
     """Raised when a datasite's HE key is missing or unreadable, or a ciphertext is under another key."""
+
+
+class SiteKeysError(MedsyftDomainError, ValueError):
+    """Raised when a datasite's site-keys kit is missing or unreadable, belongs to another site or
+    another key ceremony, or does not match the roster an approved job names."""
+
+
+class PolicyRefused(MedsyftDomainError, PermissionError):
+    """Raised when the site policy forbids approving a request (custom code, a job off the roster)."""
+
+
+class AuditKeyError(AuditLogError):
+    """Raised when the audit log's HMAC key is missing while keyed entries exist, or is unreadable."""
+
+
+class SandboxError(MedsyftDomainError, RuntimeError):
+    """Raised when custom code cannot run in the bubblewrap sandbox (``bwrap`` missing or unable to
+    create namespaces, an input that cannot be sent into it); the code then does not run at all."""

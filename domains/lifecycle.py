@@ -35,6 +35,7 @@ from domains.datadir import (
 )
 from domains.errors import DeployError
 from domains.metadata import datasite_metadata as metadata
+from domains.server import inherited_environment
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 START_TIMEOUT_S = 120.0
@@ -131,7 +132,7 @@ def initialize(data_dir: DataDir, *, name: str | None, host: str, port: int) -> 
 
 def _spawn(data_dir: DataDir, *, detach: bool) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "domains.server", "--data-dir", str(data_dir.path)]
-    env = dict(os.environ)
+    env = inherited_environment(dict(os.environ))  # the process reads its secrets from DIR
     # The datasite must import this checkout's packages even when started from elsewhere.
     env["PYTHONPATH"] = os.pathsep.join(
         [str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH", "")]

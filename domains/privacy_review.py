@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from domains import budget, he_key
+from domains import budget, he_key, site_keys
 from domains.datadir import DataDir
+from domains.errors import SiteKeysError
 from domains.training.errors import TrainingError
 from domains.training.plan import site_plan
 from domains.training.spec import JobSpec
@@ -30,6 +31,11 @@ class PrivacyReview:
     lines: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     numbers: dict[str, Any] = field(default_factory=dict)
+    refusals: list[str] = field(default_factory=list)  # why approval is impossible (also in warnings)
+
+    def refuse(self, reason: str) -> None:
+        self.warnings.append(reason)
+        self.refusals.append(reason)
 
 
 def _constant(code: Any, name: str) -> dict[str, Any] | None:
@@ -55,23 +61,28 @@ def release_constant(code: Any) -> dict[str, Any] | None:
 
 def review_release(data_dir: DataDir, release: dict[str, Any]) -> PrivacyReview:
     """What releasing a finished job's final model means for this site."""
-    from domains.training.final import FINAL_RECORD
+    from domains.training.final import FINAL_RECORD, roster_position
 
     job = release["job"]
     rev = PrivacyReview(str(job.get("dataset")), str(job.get("job_id")), job.get("dp") is not None,
                         job.get("he") is not None)
-    sites = release.get("sites") or []
+    try:
+        spec = JobSpec.from_dict(job)
+    except (TrainingError, PrivacyError) as exc:
+        rev.refuse(f"the release's job description is malformed ({exc}); deny it")
+        return rev
     rev.lines += [
         f"RELEASE of job {rev.job_id}'s final model to the scientist, in plaintext",
-        f"needs the approval of all {release.get('n_sites')} sites: {', '.join(map(str, sites))} "
-        f"(this site is #{int(release.get('site_index', -1)) + 1}); no site alone can release it",
+        f"needs the approval of every site of the job's approved roster, all {len(spec.sites)}: "
+        f"{', '.join(spec.sites)}; no site alone, and no smaller set, can release it",
         "costs no ε: the model is the output of the DP training already charged",
     ]
     if not (data_dir.jobs_dir / rev.job_id / FINAL_RECORD).exists():
-        rev.warnings.append("this datasite did not evaluate this job's final model: the release "
-                            "will be refused")
-    if len(sites) != release.get("n_sites"):
-        rev.warnings.append("the site list and the site count differ: deny it")
+        rev.refuse("this datasite did not evaluate this job's final model: the release will be refused")
+    try:
+        roster_position(data_dir, spec, release)
+    except TrainingError as exc:
+        rev.refuse(f"{exc}; the release will be refused: deny it")
     return rev
 
 
@@ -80,12 +91,23 @@ def review_privacy(data_dir: DataDir, job: dict[str, Any]) -> PrivacyReview:
     try:
         spec = JobSpec.from_dict(job)
     except (TrainingError, PrivacyError) as exc:
-        return PrivacyReview("?", str(job.get("job_id")), False, False,
-                             warnings=[f"the job constant is malformed ({exc}); deny it"])
+        rev = PrivacyReview("?", str(job.get("job_id")), False, False)
+        rev.refuse(f"the job constant is malformed ({exc}); deny it")
+        return rev
     rev = PrivacyReview(spec.dataset, spec.job_id, spec.dp is not None, spec.he is not None)
+    _roster_section(data_dir, spec, rev)
     _dp_section(data_dir, spec, rev)
     _he_section(data_dir, spec, rev)
     return rev
+
+
+def _roster_section(data_dir: DataDir, spec: JobSpec, rev: PrivacyReview) -> None:
+    names = ", ".join(spec.sites) or "none"
+    rev.lines.append(f"roster, fixed at approval: {len(spec.sites)} site(s): {names}; "
+                     f"an aggregate must sum at least {spec.min_contributions} of them")
+    name = data_dir.read_config().name
+    if name not in spec.sites:
+        rev.refuse(f"this datasite ('{name}') is not on the job's roster: approval will be refused")
 
 
 def _dp_section(data_dir: DataDir, spec: JobSpec, rev: PrivacyReview) -> None:
@@ -129,6 +151,29 @@ def _he_section(data_dir: DataDir, spec: JobSpec, rev: PrivacyReview) -> None:
     elif mine != spec.he.key_id:
         rev.warnings.append(f"the job uses key {spec.he.key_id[:8]} but this datasite holds key "
                             f"{mine[:8]}: its calls will be refused")
+    _roster_lines(data_dir, spec.he.roster, rev)
+
+
+def _roster_lines(data_dir: DataDir, roster: str, rev: PrivacyReview) -> None:
+    """Whether the sums are verifiable, and whether this datasite's kit belongs to the job's roster."""
+    if not roster:
+        rev.warnings.append("the encrypted sums are NOT verifiable (the job names no roster): the "
+                            "orchestrator adds the ciphertexts, and could forge a sum from a known model, "
+                            "or, with a hospital holding the HE key, read one site's update")
+        return
+    rev.lines.append(f"verifiable secure aggregation: roster {roster[:12]}, parts masked pairwise, signed, "
+                     "verified and added at each site")
+    try:
+        mine = site_keys.roster_fingerprint(data_dir)
+    except SiteKeysError as exc:
+        rev.warnings.append(f"this datasite's site keys are unreadable ({exc}): the job's calls will fail")
+        return
+    if mine is None:
+        rev.warnings.append("this datasite holds no site keys: the job's calls will fail "
+                            "(deploy with --site-keys)")
+    elif mine != roster:
+        rev.warnings.append(f"the job names roster {roster[:12]} but this datasite's site keys belong to "
+                            f"roster {mine[:12]}: its calls will be refused")
 
 
 def reserve_for(data_dir: DataDir, job: dict[str, Any], *, description: str) -> dict[str, Any] | None:

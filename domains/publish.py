@@ -20,7 +20,7 @@ from domains.audit import AuditLog, local_actor
 from domains.connection import admin_client, quiet, require_running
 from domains.datadir import AUDIT_FILE, DataDir
 from domains.errors import MedsyftDomainError, PublishError
-from domains.formats import ImageSet, load_source
+from domains.formats import ImageSet, LabelNames, SourceLimits, load_source
 from domains.metadata import format_metadata
 from domains.mock import make_mock
 from domains.partition import Partition, ShardSpec, parse_partition, parse_shard, shard
@@ -42,7 +42,8 @@ class PublishRequest:
     name: str | None = None
     image_size: int | None = None
     channels: int | None = None
-    label_names: list[str] | None = None
+    label_names: LabelNames | None = None  # names in index order, or {label value: name}
+    limits: SourceLimits = field(default_factory=SourceLimits)  # what the source may declare
     synthetic_count: int = DEFAULT_SYNTHETIC_COUNT
     epsilon_budget: float = budget.DEFAULT_EPSILON_BUDGET
     delta: float | None = None  # default: budget.default_delta(N)
@@ -76,7 +77,7 @@ def load_images(req: PublishRequest) -> ImageSet:
         )
     return load_source(
         req.source, fmt=req.fmt, split=req.split, image_size=req.image_size,
-        channels=req.channels, label_names=req.label_names,
+        channels=req.channels, label_names=req.label_names, limits=req.limits,
     )
 
 

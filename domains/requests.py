@@ -9,15 +9,19 @@ allows, and the flags of :mod:`domains.review`.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from domains.audit import AuditLog, local_actor
+from domains.audit import AuditLog, local_actor, utc_now
+from domains.code_policy import CodeVerdict, classify, load_policy, record_custom_approval
 from domains.connection import admin_client, quiet
 from domains.datadir import AUDIT_FILE, DataDir
-from domains.errors import RequestNotFound
+from domains.errors import PolicyRefused, RequestNotFound
 from domains.privacy_review import (
     PrivacyReview,
     job_constant,
@@ -55,6 +59,7 @@ class ReviewReport:
     executions_used: int = 0
     flags: list[Flag] = field(default_factory=list)
     privacy: PrivacyReview | None = None
+    verdict: CodeVerdict | None = None  # the site policy's reading: medsyft job, release or custom
 
 
 def _status(request: Any) -> str:
@@ -148,25 +153,37 @@ class RequestBook:
             function=code.service_func_name, status=_status(r), code=code.raw_code,
             inputs=inputs, executions_allowed=_limit(code), executions_used=_used(code),
             flags=review_code(code.raw_code, asset_args=assets, function_name=code.service_func_name),
-            privacy=self._privacy(code),
+            privacy=self._privacy(code), verdict=classify(code),
         )
 
     def _privacy(self, code: Any) -> PrivacyReview | None:
+        if not classify(code).is_medsyft:  # custom code: no medsyft accounting applies to it
+            return None
         job = job_constant(code)
         if job is not None:
             return review_privacy(self.data_dir, job)
         release = release_constant(code)
         return None if release is None else review_release(self.data_dir, release)
 
-    def approve(self, request_id: str) -> ReviewReport:
+    def approve(self, request_id: str, *, allow_custom_code: bool = False) -> ReviewReport:
+        """Approve a request that the site policy allows (see :mod:`domains.code_policy`).
+
+        medsyft's own job and release code is approved as it is; a job reserves its ε plan
+        first (PrivacyBudgetExceeded when it does not fit). Anything else is custom code and
+        needs *allow_custom_code* on a datasite whose policy allows it.
+        """
         request = self.find(request_id)
         report = self._report(request)
-        job = job_constant(request.code)
+        verdict = report.verdict or classify(request.code)
+        self._check_policy(report, verdict, code=request.code, allow_custom_code=allow_custom_code)
+        job = job_constant(request.code) if verdict.kind == "job" else None
         reserved = None
         if job is not None and report.status != "approved":  # refuses a job over budget
             reserved = reserve_for(self.data_dir, job,
                                    description=f"{report.function} from {report.requester}")
         try:
+            if verdict.kind == "custom":
+                record_custom_approval(self.data_dir, verdict, request_id=report.request_id)
             with quiet():
                 request.approve(disable_warnings=True)
         except BaseException:
@@ -176,11 +193,32 @@ class RequestBook:
         self.audit.append(
             "approve", actor=local_actor(), subject=report.request_id,
             function=report.function, requester=report.requester,
-            executions_allowed=report.executions_allowed,
-            flags=[f.rule for f in report.flags],
+            executions_allowed=report.executions_allowed, code=verdict.kind,
+            code_sha256=verdict.code_hash, flags=[f.rule for f in report.flags],
             epsilon_reserved=None if reserved is None else round(reserved["job_epsilon"], 6),
         )
         return report
+
+    def _check_policy(self, report: ReviewReport, verdict: CodeVerdict, *, code: Any,
+                      allow_custom_code: bool) -> None:
+        if verdict.kind == "custom":
+            why = verdict.reasons[0] if verdict.reasons else "not a medsyft template"
+            if _own_policy_class(code):
+                raise PolicyRefused(
+                    f"request {report.request_id[:8]} brings its own input or output policy class, code "
+                    "that PySyft runs inside the datasite process, outside any sandbox; deny it")
+            if not allow_custom_code:
+                raise PolicyRefused(
+                    f"request {report.request_id[:8]} is not medsyft's own job or release code ({why}); "
+                    "this datasite approves only those. If you have read it and accept that it runs "
+                    "code of the scientist's choosing, approve it with --allow-custom-code")
+            if not load_policy(self.data_dir).allow_custom_code:
+                raise PolicyRefused(
+                    f"request {report.request_id[:8]} is custom code and this datasite does not allow "
+                    "custom code; turn it on first with `medsyft domain policy --allow-custom-code on`")
+            return
+        for reason in report.privacy.refusals if report.privacy else []:
+            raise PolicyRefused(f"request {report.request_id[:8]} cannot be approved: {reason}")
 
     def deny(self, request_id: str, *, reason: str) -> ReviewReport:
         request = self.find(request_id)
@@ -197,23 +235,34 @@ class RequestBook:
         return report
 
     def sync_executions(self) -> int:
-        """Copy runs recorded by PySyft into the audit log; returns how many were new."""
+        """Copy runs recorded by PySyft into the audit log, each at the time it really happened;
+        returns how many were new.
+
+        PySyft 0.9.5's ``ExecutionOutput.created_at`` is a class default evaluated once, at
+        import, so it gives every run the datasite's start time. The true time is that output's
+        row in PySyft's own store, inserted as the run finished (``time_source: "pysyft-store"``).
+        A run whose row cannot be read is stamped with this sync's time and says so
+        (``time_source: "synced"``), rather than with a time nobody knows.
+        """
         seen = self.audit.keys("execution", "output_id")
         new = []
         for r in self.all():
-            with quiet():
-                history = r.code.output_history
-            for out in history if isinstance(history, list) else []:
-                if str(out.id) not in seen:
-                    new.append((str(out.created_at), r, out))
+            code = r.code
+            new += [(r, code, out) for out in _history(code) if str(out.id) not in seen]
+        if not new:
+            return 0
+        stored, synced = _stored_output_times(self.data_dir), utc_now()
+        runs = sorted(((stored.get(_uid_hex(out.id)), r, code, out) for r, code, out in new),
+                      key=lambda run: run[0] or synced)
         emails: dict[str, str] = {}
-        for when, r, out in sorted(new, key=lambda item: item[0]):
-            key = out.executing_user_verify_key
-            if str(key) not in emails:
-                emails[str(key)] = self._email_of(key)
+        for when, r, code, out in runs:
+            user = str(out.executing_user_verify_key)
+            if user not in emails:
+                emails[user] = self._email_of(out.executing_user_verify_key)
             self.audit.append(
-                "execution", time=_iso(when), actor=emails[str(key)],
-                subject=str(r.id), function=r.code.service_func_name, output_id=str(out.id),
+                "execution", time=when or synced, actor=emails[user], subject=str(r.id),
+                function=code.service_func_name, output_id=str(out.id),
+                time_source="pysyft-store" if when else "synced", synced_at=synced,
             )
         return len(new)
 
@@ -223,6 +272,38 @@ class RequestBook:
                 return str(self.client.api.services.user.get_by_verify_key(verify_key).email)
         except Exception:
             return f"unknown user {str(verify_key)[:12]}"
+
+
+def _history(code: Any) -> list[Any]:
+    with quiet():
+        history = code.output_history
+    return history if isinstance(history, list) else []
+
+
+def _uid_hex(uid: Any) -> str:
+    return str(uid).replace("-", "").lower()
+
+
+def _stored_output_times(data_dir: DataDir) -> dict[str, str]:
+    """When PySyft stored each run's output, by output id: the ``_created_at`` its database set
+    on the ExecutionOutput row (UTC, to the second). Read-only; empty when the store is not a
+    SQLite file here or cannot be read, so that those runs say their time is unknown."""
+    prefix = "sqlite:///"
+    db = Path(data_dir.db_url[len(prefix):]) if data_dir.db_url.startswith(prefix) else None
+    if db is None or not db.is_file():
+        return {}
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=10)) as con:
+            rows = con.execute('SELECT id, _created_at FROM "ExecutionOutput"').fetchall()
+    except sqlite3.Error:
+        return {}
+    return {_uid_hex(uid): _iso(str(at)) for uid, at in rows if at}
+
+
+def _own_policy_class(code: Any) -> bool:
+    """Whether the code brings policy classes, which PySyft loads and runs in its own process."""
+    return not all(isinstance(getattr(code, attr, None), type)
+                   for attr in ("input_policy_type", "output_policy_type"))
 
 
 def _iso(syft_time: str) -> str:

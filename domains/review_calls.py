@@ -28,13 +28,54 @@ COPY_FUNCS = frozenset({"list", "tuple", "sorted", "reversed", "iter", "enumerat
                         "copy.deepcopy", "bytes", "bytearray"})
 COUNT_METHODS = frozenset({"numel", "nelement", "size", "__len__"})
 COUNT_ATTRS = frozenset({"shape", "size"})
-META_ATTRS = frozenset({"ndim", "dtype", "device", "nbytes", "itemsize", "is_cuda",
+META_ATTRS = frozenset({"ndim", "dtype", "device", "nbytes", "itemsize", "is_cuda", "__name__",
+                        "__qualname__", "__module__",
                         "requires_grad", "layout"})
 MUTATORS = frozenset({"append", "extend", "insert", "add", "update", "setdefault",
                       "appendleft", "extendleft", "put", "put_nowait", "__setitem__", "push"})
 FIT_METHODS = frozenset({"fit", "partial_fit", "fit_transform", "fit_predict", "train",
                          "train_step", "train_on_batch", "forward", "learn"})
 PRIVATE_WRAPPERS = frozenset({"make_private", "make_private_with_epsilon"})
+# Calls that keep a few elements of their input: one image is no aggregate. (Splitting
+# into parts keeps all of them: ``np.array_split`` is not here, ``np.array_split(x, n)[0]``
+# picks by its index.)
+SELECT_FUNCS = frozenset({"next", "random.choice", "random.choices", "random.sample",
+                          "numpy.random.choice", "numpy.take", "numpy.compress", "numpy.extract",
+                          "torch.index_select", "torch.select", "torch.narrow", "torch.take",
+                          "torch.gather", "itertools.islice", "heapq.nlargest", "heapq.nsmallest",
+                          "operator.getitem", "operator.itemgetter"})
+SELECT_METHODS = frozenset({"take", "select", "narrow", "index_select", "gather", "choice",
+                            "choices", "head", "tail", "sample", "nlargest", "nsmallest",
+                            "compress", "pop", "popleft", "popitem", "__getitem__"})
+# Calls that return every position once, in some order: indexing with them shuffles.
+PERMUTATIONS = frozenset({"permutation", "randperm", "arange", "argsort", "shuffle"})
+# Views that move the image axis: after them, any index may pick images.
+AXIS_ATTRS = frozenset({"T", "mT", "H", "mH", "flat"})
+AXIS_METHODS = frozenset({"transpose", "swapaxes", "swapdims", "permute", "moveaxis", "movedim",
+                          "rollaxis", "reshape", "view", "flatten", "ravel"})
+# Calls that return positions in their input: indexing with them picks elements.
+INDEX_FUNCS = frozenset(f"{module}.{name}" for module in ("numpy", "torch") for name in (
+    "argmax", "argmin", "nonzero", "argwhere", "flatnonzero"))
+INDEX_METHODS = frozenset({"argmax", "argmin", "nonzero", "argwhere", "flatnonzero"})
+# Calls that write into one of their arguments (its position).
+MUTATING_FUNCS = {"numpy.copyto": 0, "numpy.put": 0, "numpy.place": 0, "numpy.putmask": 0,
+                  "setattr": 0, "object.__setattr__": 0,
+                  "torch.nn.utils.vector_to_parameters": 1}
+# In-place methods that overwrite their receiver (torch's trailing "_" and numpy's few).
+INPLACE_METHODS = frozenset({"load_state_dict", "fill", "put", "itemset", "resize", "set_"})
+# Where a job's output goes that PySyft shows to the scientist (job logs, error messages).
+PRINTERS = frozenset({"print", "pprint.pprint", "pprint.pp", "warnings.warn", "sys.stdout.write",
+                      "sys.stderr.write", "sys.stdout.writelines", "sys.stderr.writelines",
+                      "logging.debug", "logging.info", "logging.warning", "logging.error",
+                      "logging.critical", "logging.exception", "logging.log"})
+LOG_METHODS = frozenset({"debug", "info", "warning", "warn", "error", "critical", "exception",
+                         "log"})
+
+
+def is_inplace(method: str) -> bool:
+    """``x.copy_(y)``, ``x.add_(y)``: torch's in-place methods end in one underscore."""
+    return method in INPLACE_METHODS or (
+        len(method) > 1 and method.endswith("_") and not method.startswith("_"))
 
 # Statistics over all images: see is_reducer for the argument rules of each table.
 _REDUCER_METHODS = frozenset({"mean", "sum", "std", "var", "max", "min", "median", "item",

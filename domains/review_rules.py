@@ -2,321 +2,257 @@
 
 A function submitted to a datasite should read its inputs and return a result.
 These rules look for anything else it could do on the hospital's server: reach
-the network, start programs, write or delete files, run code assembled at run
-time, or load code and native libraries. Each finding is a :class:`Flag`.
+the network, start programs or threads, read or write files, read the
+environment, unpickle data, reach the datasite's own code, run code assembled
+at run time, load code and native libraries, or hide what it reaches behind
+computed names and dunders. Each finding is a :class:`Flag`.
 
-Names are resolved through the code's own imports (``np.save`` is
-``numpy.save``); :mod:`domains.review_names` says how.
+Names are resolved through the code's own imports and assignments (``np.save``
+is ``numpy.save``; after ``o = os``, ``o.system`` is ``os.system``);
+:mod:`domains.review_names` says how. Every reference counts, called or not:
+``f = np.load`` is flagged where it names ``numpy.load``. Code handed to
+``exec``/``eval``/``compile`` as a string the review can evaluate (also through
+``base64`` and friends) is reviewed too, and its flags are reported at the
+call. File checks are in :mod:`domains.review_io`, hidden access in
+:mod:`domains.review_dynamic`, the rule catalogue in
+:mod:`domains.review_catalog`.
 
 The rules read the code, they do not run it; see :mod:`domains.review` for what
 that means for the data owner.
+
+>>> [f.rule for f in capability_flags(ast.parse("import os\\no = os\\no.system('ls')"))]
+['subprocess']
 """
 
 from __future__ import annotations
 
 import ast
-import builtins
+import contextlib
+import pickletools
+import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 
-from domains.review_calls import TRUSTED_RUNTIMES
-from domains.review_names import SourceContext, literal_str, snippet
+from domains.review_catalog import (
+    RULES,
+    SEVERITIES,
+    Flag,
+    make_flag,
+    meaning_for,
+    rule_for,
+    rules_under,
+)
+from domains.review_dynamic import dunder_text_flags, dynamic_flags
+from domains.review_io import io_call_flags, sensitive_text_flags
+from domains.review_names import SourceContext, snippet
 
-SEVERITIES = ("high", "medium", "info")
+__all__ = ["RULES", "SEVERITIES", "Flag", "capability_flags"]
 
-
-@dataclass(frozen=True)
-class Flag:
-    """One finding of the review, for a data owner to weigh before approving.
-
-    Attributes:
-        rule: Short id of the rule, e.g. ``"network"`` or ``"per-image-return"``.
-        severity: ``"high"``, ``"medium"`` or ``"info"``.
-        line: 1-based line in the submitted source (decorator lines included).
-        message: One sentence naming the call or name and why it matters.
-    """
-
-    rule: str
-    severity: str
-    line: int
-    message: str
-
-    def __post_init__(self) -> None:
-        if self.severity not in SEVERITIES:
-            raise ValueError(
-                f"Flag severity must be one of {', '.join(SEVERITIES)} (got {self.severity!r})"
-            )
-
-
-# rule -> (severity, what it means to a data owner, qualified-name patterns).
-# A pattern matches the name itself and anything under it ("http" matches
-# "http.client.HTTPConnection"); a trailing "*" matches any continuation.
-_NAME_RULES: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "network": ("high", "network access", (
-        "socket", "ssl", "urllib", "urllib3", "http", "httpx", "requests", "aiohttp",
-        "ftplib", "smtplib", "telnetlib", "paramiko", "websocket", "websockets", "grpc",
-        "asyncio.open_connection", "asyncio.open_unix_connection", "asyncio.start_server",
-        "xmlrpc", "socketserver", "poplib", "imaplib", "nntplib", "webbrowser", "pycurl",
-        "zmq", "boto3", "botocore", "torch.hub", "torch.distributed",
-    )),
-    "subprocess": ("high", "runs another program or process", (
-        "subprocess", "os.system", "os.popen", "os.exec*", "os.spawn*", "os.fork*",
-        "os.posix_spawn*", "os.startfile", "pty", "multiprocessing", "commands",
-        "asyncio.create_subprocess_*", "concurrent.futures.ProcessPoolExecutor",
-        "platform.popen", "torch.multiprocessing",
-    )),
-    "file-write": ("medium", "writes or deletes files on the datasite", (
-        "os.remove", "os.unlink", "os.rename", "os.renames", "os.replace", "os.makedirs",
-        "os.mkdir", "os.rmdir", "os.removedirs", "os.chmod", "os.chown", "os.link",
-        "os.symlink", "os.truncate", "os.mkfifo", "os.mknod", "shutil.copy*", "shutil.move",
-        "shutil.rmtree", "shutil.make_archive", "shutil.unpack_archive", "shutil.chown",
-        "numpy.save*", "torch.save", "torch.jit.save", "pickle.dump", "dill.dump",
-        "cloudpickle.dump", "joblib.dump", "json.dump", "marshal.dump",
-        "tempfile.NamedTemporaryFile", "tempfile.TemporaryFile", "tempfile.mkstemp",
-        "tempfile.mkdtemp", "tempfile.TemporaryDirectory", "tempfile.SpooledTemporaryFile",
-    )),
-    "eval-exec": ("high", "runs code assembled at run time", (
-        "eval", "exec", "compile", "__builtins__", "builtins", "marshal.loads",
-        "types.CodeType", "types.FunctionType", "codeop", "sys._getframe",
-        "inspect.currentframe",
-    )),
-    "dynamic-import": ("high", "loads code or native libraries at run time", (
-        "__import__", "importlib", "imp", "ctypes", "cffi", "runpy", "zipimport",
-        "sys.modules", "torch.utils.cpp_extension", "torch.ops.load_library",
-    )),
-}
-
-# Method names that are risky whatever object they are called on.
-_NETWORK_METHODS = frozenset({"urlopen", "urlretrieve", "open_connection", "create_connection",
-                              "sock_connect"})
-_WRITE_METHODS = frozenset({"write_text", "write_bytes", "touch", "mkdir", "makedirs", "unlink",
-                            "rmdir", "symlink_to", "hardlink_to", "tofile", "savefig", "chmod"})
-# Risky only with a destination argument: ``df.to_csv()`` just returns a string.
-_WRITE_METHODS_WITH_ARGS = frozenset({"to_csv", "to_parquet", "to_pickle", "to_excel", "to_hdf",
-                                      "to_feather", "to_json", "to_sql", "to_stata", "to_html",
-                                      "to_latex", "to_markdown", "to_xml", "save",
-                                      "save_pretrained"})
-# ``str.replace`` and ``DataFrame.rename`` are everywhere, so only on paths.
-_PATH_METHODS = frozenset({"rename", "replace"})
-# file openers -> (position of the mode argument, its keyword).
-_OPENERS = {"open": (1, "mode"), "io.open": (1, "mode"), "codecs.open": (1, "mode"),
-            "gzip.open": (1, "mode"), "bz2.open": (1, "mode"), "lzma.open": (1, "mode"),
-            "tarfile.open": (1, "mode"), "zipfile.ZipFile": (1, "mode"),
-            "h5py.File": (1, "mode"), "os.fdopen": (1, "mode"), "io.FileIO": (1, "mode")}
-_MODE_CHARS = frozenset("rwxabtU+")
-_ESCAPE_ATTRS = frozenset({"__globals__", "__code__", "__subclasses__", "__builtins__",
-                           "__getattribute__", "__mro__", "__bases__", "__base__", "__closure__",
-                           "f_globals", "f_locals", "f_back", "f_builtins", "gi_frame", "gi_code",
-                           "tb_frame", "co_code", "__loader__"})
-_INTERNALS = "can reach any function or variable of the datasite process"
 _PATCHING = "changes how library code behaves for the rest of the run"
 _REWRITES = "rewrites the program's own variables"
 _DICT_MUTATORS = frozenset({"update", "setdefault", "pop", "popitem", "clear", "__setitem__",
                             "__delitem__"})
-_URL_PREFIXES = ("http://", "https://", "ftp://", "sftp://", "ws://", "wss://", "s3://", "gs://")
-_BUILTIN_NAMES = frozenset(dir(builtins)) | {"__builtins__"}
+_CODE_RUNNERS = frozenset({"exec", "eval", "compile", "timeit.timeit", "timeit.repeat"})
+_UNPICKLERS = frozenset({"pickle.loads", "dill.loads", "cloudpickle.loads", "_pickle.loads"})
+_MAX_DEPTH = 3  # code in a string in a string in a string, and no deeper
+# What a decorator of a submitted function may name from syft: PySyft strips that
+# decorator before running the code, and the policy it shows is the request's own.
+_SYFT_DECORATOR_NAMES = frozenset({
+    "syft.syft_function", "syft.syft_function_single_use", "syft.Constant",
+    "syft.MixedInputPolicy", "syft.ExactMatch", "syft.SingleExecutionExactOutput",
+    "syft.service.policy.policy.OutputPolicyExecuteCount",
+})
+# Method names distinctive enough to flag on objects the review cannot name.
+_SUSPICIOUS_METHODS = {
+    **dict.fromkeys(("system", "popen", "Popen", "check_output", "check_call", "getoutput",
+                     "getstatusoutput", "posix_spawn", "posix_spawnp", "forkpty", "execv",
+                     "execve", "execvp", "execl", "execlp", "spawnv", "spawnl"), "subprocess"),
+    **dict.fromkeys(("environ", "environb", "getenv", "putenv"), "environment"),
+    **dict.fromkeys(("import_module", "dlopen", "LoadLibrary", "CDLL", "load_library"),
+                    "dynamic-import"),
+}
 
 
-def _matches(name: str, pattern: str) -> bool:
-    if pattern.endswith("*"):
-        return name.startswith(pattern[:-1])
-    return name == pattern or name.startswith(pattern + ".")
-
-
-def _rule_for(name: str) -> str | None:
-    for rule, (_, _, patterns) in _NAME_RULES.items():
-        if any(_matches(name, p) for p in patterns):
-            return rule
-    return None
-
-
-def _flag(
-    rule: str, node: ast.AST, what: str, severity: str | None = None, meaning: str | None = None
-) -> Flag:
-    """``what`` names the call; ``meaning`` says why an owner should care (the rule's default)."""
-    default, rule_meaning, _ = _NAME_RULES[rule]
-    line = getattr(node, "lineno", 1)
-    return Flag(rule, severity or default, line, f"{what} ({meaning or rule_meaning}) at line {line}")
-
-
-def capability_flags(tree: ast.AST) -> list[Flag]:
+def capability_flags(tree: ast.AST, *, depth: int = 0, context: SourceContext | None = None
+                     ) -> list[Flag]:
     """All capability findings in ``tree``, in walk order (the caller sorts them)."""
-    ctx = SourceContext(tree)
+    ctx = context or SourceContext(tree)
+    decorated = _decorator_nodes(tree)
     flags: list[Flag] = []
     for node in ast.walk(tree):
-        flags.extend(_check_node(node, ctx))
+        flags.extend(_check_node(node, ctx, decorated, depth))
     return flags
 
 
-def _check_node(node: ast.AST, ctx: SourceContext) -> Iterator[Flag]:
+def _decorator_nodes(tree: ast.AST) -> set[ast.AST]:
+    """Nodes inside the decorators of top-level functions."""
+    body = tree.body if isinstance(tree, ast.Module) else []
+    return {node for stmt in body if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef))
+            for decorator in stmt.decorator_list for node in ast.walk(decorator)}
+
+
+def _check_node(node: ast.AST, ctx: SourceContext, decorated: set[ast.AST],
+                depth: int) -> Iterator[Flag]:
     if isinstance(node, (ast.Import, ast.ImportFrom)):
-        yield from _import_flags(node)
-    if isinstance(node, (ast.Name, ast.Attribute, ast.Call)) and _is_maximal_chain(node, ctx):
-        yield from _reference_flags(node, ctx)
-    if isinstance(node, ast.Attribute) and node.attr in _ESCAPE_ATTRS:
-        yield _flag("eval-exec", node, f"reaches Python internals through `.{node.attr}`",
-                    meaning=_INTERNALS)
+        yield from _import_flags(node, ctx)
+    if isinstance(node, (ast.Name, ast.Attribute, ast.Call, ast.Subscript)) \
+            and _is_maximal_reference(node, ctx):
+        yield from _reference_flags(node, ctx, decorated)
+    if isinstance(node, ast.Attribute):
+        yield from _method_name_flags(node, ctx)
     if isinstance(node, ast.Call):
         yield from _call_flags(node, ctx)
+        yield from io_call_flags(node, ctx)
+        yield from _code_string_flags(node, ctx, depth)
     if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
         yield from _store_flags(node, ctx)
+    yield from _text_flags(node, ctx)
+    yield from dynamic_flags(node, ctx)
 
 
-def _import_flags(node: ast.Import | ast.ImportFrom) -> Iterator[Flag]:
+def _import_flags(node: ast.Import | ast.ImportFrom, ctx: SourceContext) -> Iterator[Flag]:
     if isinstance(node, ast.Import):
         names = [alias.name for alias in node.names]
     else:
         base = node.module or ""
         names = [f"{base}.{a.name}" if a.name != "*" else base for a in node.names]
+    top_level = isinstance(ctx.tree, ast.Module) and node in ctx.tree.body
     for name in names:
-        rule = _rule_for(name) or _star_rule(node, name)
+        rule = rule_for(name)
+        if rule is None and isinstance(node, ast.ImportFrom) and any(a.name == "*" for a in node.names):
+            rule = rules_under(name)  # `from os import *` hides `system` behind a bare name
+        if rule == "internals" and top_level and (name == "syft" or name.startswith(
+                "syft.service.policy")):
+            continue  # the template's own preamble: the names its decorator uses
         if rule:
-            yield _flag(rule, node, f"imports {name}")
+            yield make_flag(rule, node, f"imports {name}")
 
 
-def _star_rule(node: ast.AST, module: str) -> str | None:
-    """``from os import *`` hides ``system`` behind a bare name, so flag the import itself."""
-    if not (isinstance(node, ast.ImportFrom) and any(a.name == "*" for a in node.names)):
-        return None
-    for rule, (_, _, patterns) in _NAME_RULES.items():
-        if any(p.startswith(module + ".") for p in patterns):
-            return rule
-    return None
-
-
-def _is_chain(node: ast.AST, ctx: SourceContext) -> bool:
-    if isinstance(node, (ast.Name, ast.Attribute)):
+def _extends(parent: ast.AST | None, node: ast.AST, ctx: SourceContext) -> bool:
+    """Whether ``parent`` is a longer reference built on ``node`` (``os`` in ``os.system``)."""
+    if isinstance(parent, (ast.Attribute, ast.Subscript)) and parent.value is node:
         return True
-    return isinstance(node, ast.Call) and node.args != [] and ctx.qual(node) is not None
+    if isinstance(parent, (ast.Call, ast.IfExp, ast.BoolOp, ast.NamedExpr)) \
+            and getattr(parent, "func", None) is not node:
+        return bool(ctx.names(parent))
+    return False
 
 
-def _is_maximal_chain(node: ast.AST, ctx: SourceContext) -> bool:
-    if not _is_chain(node, ctx):
-        return False
-    parent = ctx.parents.get(node)
-    if isinstance(parent, ast.Attribute) and parent.value is node:
-        return False
-    return not (
-        isinstance(parent, ast.Call) and parent.args and parent.args[0] is node
-        and _is_chain(parent, ctx)
-    )
+def _is_maximal_reference(node: ast.AST, ctx: SourceContext) -> bool:
+    if isinstance(getattr(node, "ctx", None), (ast.Store, ast.Del)):
+        return False  # `x = os.system` is flagged where it names os.system
+    return bool(ctx.names(node)) and not _extends(ctx.parents.get(node), node, ctx)
 
 
-def _reference_flags(node: ast.AST, ctx: SourceContext) -> Iterator[Flag]:
-    root = node
-    while isinstance(root, ast.Attribute) or (isinstance(root, ast.Call) and _is_chain(root, ctx)):
-        root = root.value if isinstance(root, ast.Attribute) else root.args[0]
-    if isinstance(root, ast.Name) and root.id in ctx.locals:
-        return  # a variable of the code's own, e.g. a list called `requests`
-    if node is root and isinstance(root, ast.Name) and root.id not in ctx.aliases \
-            and root.id not in _BUILTIN_NAMES:
-        return  # an undefined bare name is not a module
-    name = ctx.qual(node)
-    rule = _rule_for(name) if name else None
-    if name and rule:
+def _reference_flags(node: ast.AST, ctx: SourceContext, decorated: set[ast.AST]) -> Iterator[Flag]:
+    seen: set[str] = set()
+    for name in sorted(ctx.names(node)):
+        rule = rule_for(name)
+        if rule is None or rule in seen:
+            continue
+        if node in decorated and name in _SYFT_DECORATOR_NAMES:
+            continue
+        seen.add(rule)
         parent = ctx.parents.get(node)
         verb = "calls" if isinstance(parent, ast.Call) and parent.func is node else "uses"
         written = snippet(node)
         shown = name if written == name else f"`{written}`, which is {name}"
-        yield _flag(rule, node, f"{verb} {shown}")
+        yield make_flag(rule, node, f"{verb} {shown}", meaning=meaning_for(rule, name))
+
+
+def _method_name_flags(node: ast.Attribute, ctx: SourceContext) -> Iterator[Flag]:
+    """``d["o"].system("ls")``: the review cannot name the object, the method says enough."""
+    rule = _SUSPICIOUS_METHODS.get(node.attr)
+    if rule is not None and not ctx.names(node):
+        yield make_flag(rule, node, f"uses `.{node.attr}` on `{snippet(node.value)}`, an object "
+                        "the review cannot identify", "medium")
 
 
 def _call_flags(call: ast.Call, ctx: SourceContext) -> Iterator[Flag]:
-    qual = ctx.qual(call.func)
-    method = call.func.attr if isinstance(call.func, ast.Attribute) else None
-    if qual in TRUSTED_RUNTIMES:
-        yield Flag("medsyft-runtime", "info", call.lineno,
-                   f"calls {qual}: {TRUSTED_RUNTIMES[qual]} (line {call.lineno})")
-    if qual in _OPENERS:
-        yield from _open_mode_flags(call, qual, *_OPENERS[qual])
-    elif qual == "os.open":
-        yield from _os_open_flags(call)
-    elif method == "open":
-        yield from _method_open_flags(call)
-    if isinstance(call.func, ast.Attribute) and not (qual and _rule_for(qual)):
-        yield from _method_flags(call, call.func, ctx)
-    elif isinstance(call.func, ast.Name) and call.func.id in _NETWORK_METHODS \
-            and not (qual and _rule_for(qual)):
-        yield _flag("network", call, f"calls `{snippet(call)}`")  # urlopen from a star import
-    if qual == "getattr" and (len(call.args) < 2 or literal_str(call.args[1]) is None):
-        yield _flag("eval-exec", call, f"calls `{snippet(call)}` with an attribute name "
-                    "computed at run time", "medium", meaning=_INTERNALS)
-    if qual in ("setattr", "delattr") and call.args and ctx.is_module(call.args[0]):
-        yield _flag("eval-exec", call, f"calls {qual} on module {ctx.qual(call.args[0])}",
-                    meaning=_PATCHING)
-    if isinstance(call.func, ast.Attribute) and method in _DICT_MUTATORS \
+    names = ctx.names(call.func)
+    if names & {"setattr", "delattr"} and call.args and ctx.is_module(call.args[0]):
+        yield make_flag("eval-exec", call, f"calls {min(names & {'setattr', 'delattr'})} on "
+                        f"module {ctx.qual(call.args[0])}", meaning=_PATCHING)
+    if isinstance(call.func, ast.Attribute) and call.func.attr in _DICT_MUTATORS \
             and ctx.is_namespace(call.func.value):
-        yield _flag("eval-exec", call, f"calls `{snippet(call)}`", meaning=_REWRITES)
-    for url in _url_arguments(call):
-        yield _flag("network", call, f"passes the address {url!r} to {qual or 'a call'}",
-                    "medium")
+        yield make_flag("eval-exec", call, f"calls `{snippet(call)}`", meaning=_REWRITES)
+    if names & _UNPICKLERS and call.args:
+        yield from _pickle_content_flags(call, ctx)
 
 
-def _method_flags(call: ast.Call, func: ast.Attribute, ctx: SourceContext) -> Iterator[Flag]:
-    method = func.attr
-    writes = (
-        method in _WRITE_METHODS
-        or (method in _PATH_METHODS and ctx.is_path(func.value))
-        or (method in _WRITE_METHODS_WITH_ARGS and bool(call.args or call.keywords))
-    )
-    if method in _NETWORK_METHODS:
-        yield _flag("network", call, f"calls `{snippet(call)}`")
-    elif writes:
-        yield _flag("file-write", call, f"calls `{snippet(call)}`")
+def _code_string_flags(call: ast.Call, ctx: SourceContext, depth: int) -> Iterator[Flag]:
+    """Review the code ``exec``/``eval``/``compile`` get, when the review can spell it out."""
+    runner = ctx.names(call.func) & _CODE_RUNNERS
+    if not runner or not call.args:
+        return
+    source = call.args[0]
+    texts = ctx.resolver.texts(source)
+    if texts is None:
+        return
+    qual = min(runner)
+    if not ctx.resolver.spelled_out(source):
+        yield make_flag("dynamic-access", call, f"builds the code it passes to {qual} at run "
+                        "time, hiding it from a reader")
+    if depth >= _MAX_DEPTH:
+        return
+    for text in sorted(texts):
+        try:
+            inner = ast.parse(text)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            continue
+        for flag in capability_flags(inner, depth=depth + 1):
+            message = re.sub(r" at line \d+$", "", flag.message)
+            yield Flag(flag.rule, flag.severity, call.lineno,
+                       f"in the code {qual} runs at line {call.lineno} (its line {flag.line}): "
+                       f"{message}")
 
 
-def _is_write_mode(mode: str) -> bool:
-    return bool(set(mode) & set("wax+"))
+def _pickle_content_flags(call: ast.Call, ctx: SourceContext) -> Iterator[Flag]:
+    """``pickle.loads(b"...")``: name the functions the pickle would call."""
+    for data in ctx.resolver.values(call.args[0]) or ():
+        if isinstance(data, bytes):
+            for name in _pickled_globals(data):
+                rule = rule_for(name)
+                if rule:
+                    yield make_flag(rule, call, f"unpickles data that calls {name}")
 
 
-def _open_mode_flags(call: ast.Call, qual: str, position: int, keyword: str) -> Iterator[Flag]:
-    mode: ast.expr | None = None
-    if len(call.args) > position and not any(isinstance(a, ast.Starred) for a in call.args):
-        mode = call.args[position]
-    for kw in call.keywords:
-        if kw.arg == keyword:
-            mode = kw.value
-    hidden = any(isinstance(a, ast.Starred) for a in call.args) or any(
-        kw.arg is None for kw in call.keywords)
-    text = literal_str(mode)
-    if text is not None and _is_write_mode(text):
-        yield _flag("file-write", call, f"calls {qual} with mode {text!r}")
-    elif (mode is not None and not isinstance(mode, ast.Constant)) or (mode is None and hidden):
-        yield _flag("file-write", call, f"calls `{snippet(call)}` with a mode decided at run "
-                    "time")
+def _pickled_globals(data: bytes) -> list[str]:
+    """Dotted names a pickle imports (``GLOBAL``/``STACK_GLOBAL``), read without loading it."""
+    found, strings = [], []
+    with contextlib.suppress(Exception):  # a damaged pickle: what was read so far counts
+        for opcode, arg, _ in pickletools.genops(data):
+            if isinstance(arg, str):
+                strings.append(arg)
+            if opcode.name == "GLOBAL" and isinstance(arg, str):
+                found.append(arg.replace(" ", "."))
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+    return found  # posix.system and builtins.eval: rule_for knows what they are
 
 
-def _method_open_flags(call: ast.Call) -> Iterator[Flag]:
-    """``Path.open("w")`` or ``zipfile.open(name, "w")``: any mode-like literal counts."""
-    for kw in call.keywords:
-        if kw.arg == "mode" and literal_str(kw.value) is None:
-            yield _flag("file-write", call, f"calls `{snippet(call)}` with a mode decided at "
-                        "run time")
+def _text_flags(node: ast.AST, ctx: SourceContext) -> Iterator[Flag]:
+    """Strings naming secrets or dunders, also when built (``"/proc/self/" + "environ"``)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str | bytes):
+        if _is_docstring(node, ctx):
             return
-    texts = [literal_str(a) for a in call.args] + [
-        literal_str(kw.value) for kw in call.keywords if kw.arg == "mode"]
-    for text in texts:
-        if text and set(text) <= _MODE_CHARS and _is_write_mode(text):
-            yield _flag("file-write", call, f"calls `{snippet(call)}` with mode {text!r}")
-            return
+        texts: frozenset[str] | None = ctx.resolver.texts(node)
+    elif isinstance(node, (ast.BinOp, ast.JoinedStr, ast.Call)) and not isinstance(
+            ctx.parents.get(node), (ast.BinOp, ast.JoinedStr)):
+        texts = ctx.resolver.texts(node)
+    else:
+        return
+    for text in sorted(texts or ()):
+        yield from sensitive_text_flags(node, text)
+        if isinstance(node, ast.Constant) or "__" in text:
+            yield from dunder_text_flags(node, text)
 
 
-def _os_open_flags(call: ast.Call) -> Iterator[Flag]:
-    flags = call.args[1] if len(call.args) > 1 else next(
-        (kw.value for kw in call.keywords if kw.arg == "flags"), None)
-    read_only = (isinstance(flags, ast.Attribute) and flags.attr == "O_RDONLY") or (
-        isinstance(flags, ast.Constant) and flags.value == 0)
-    if not read_only:
-        yield _flag("file-write", call, f"calls `{snippet(call)}` with flags that may write")
-
-
-def _url_arguments(call: ast.Call) -> Iterator[str]:
-    for arg in [*call.args, *(kw.value for kw in call.keywords)]:
-        text = literal_str(arg)
-        if text is None and isinstance(arg, ast.JoinedStr) and arg.values:
-            text = literal_str(arg.values[0])
-        if text and text.strip().lower().startswith(_URL_PREFIXES):
-            yield text if len(text) <= 60 else text[:57] + "..."
+def _is_docstring(node: ast.Constant, ctx: SourceContext) -> bool:
+    parent = ctx.parents.get(node)
+    owner = ctx.parents.get(parent) if parent is not None else None
+    return isinstance(parent, ast.Expr) and isinstance(
+        owner, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and bool(
+        owner.body) and owner.body[0] is parent
 
 
 def _store_flags(node: ast.stmt, ctx: SourceContext) -> Iterator[Flag]:
@@ -329,6 +265,6 @@ def _store_flags(node: ast.stmt, ctx: SourceContext) -> Iterator[Flag]:
     for target in targets:
         for sub in ast.walk(target):
             if isinstance(sub, ast.Subscript) and ctx.is_namespace(sub.value):
-                yield _flag("eval-exec", sub, f"assigns to `{snippet(sub)}`", meaning=_REWRITES)
+                yield make_flag("eval-exec", sub, f"assigns to `{snippet(sub)}`", meaning=_REWRITES)
             elif isinstance(sub, ast.Attribute) and ctx.is_module(sub.value):
-                yield _flag("eval-exec", sub, f"assigns to {ctx.qual(sub)}", meaning=_PATCHING)
+                yield make_flag("eval-exec", sub, f"assigns to {ctx.qual(sub)}", meaning=_PATCHING)

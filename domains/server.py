@@ -7,7 +7,11 @@ afresh each start (signing key, server uid) is read from DIR, which is what make
 a restart see its own users and datasets (PySyft's restart trap, see NOTES).
 
 PySyft reads ``SERVER_PRIVATE_KEY`` and ``DEFAULT_ROOT_*`` when ``syft.server``
-is imported, so the environment is set before the first syft import.
+is imported, so the environment is set before the first syft import, and those
+secrets leave ``os.environ`` right after it: medsyft's own approved job code runs in
+this process (custom code runs in a sandbox, :mod:`domains.sandbox`) and must not find
+them there either. They come from DIR's 0600 files, never from the environment
+the process was started with, so ``/proc/PID/environ`` holds none of them either.
 """
 
 from __future__ import annotations
@@ -16,7 +20,22 @@ import argparse
 import os
 import sys
 
-from domains.datadir import DataDir
+from domains.datadir import AUDIT_FILE, DataDir
+from domains.errors import DeployError
+
+# PySyft's start-up secrets: read once when syft.server is imported, then removed.
+SECRET_VARIABLES = ("SERVER_PRIVATE_KEY", "DEFAULT_ROOT_EMAIL", "DEFAULT_ROOT_PASSWORD",
+                    "DEFAULT_ROOT_USERNAME")
+# Names that look like someone's secret in the deploying shell; the datasite never inherits them.
+SECRET_MARKERS = ("PASSWORD", "SECRET", "PRIVATE_KEY", "TOKEN", "CREDENTIAL", "API_KEY")
+
+
+def inherited_environment(environ: dict[str, str]) -> dict[str, str]:
+    """*environ* without secrets, for starting a datasite: approved code runs in that process
+    and can read its environment, and ``/proc/PID/environ`` keeps the start-up one for good."""
+    return {name: value for name, value in environ.items()
+            if name not in SECRET_VARIABLES
+            and not any(marker in name.upper() for marker in SECRET_MARKERS)}
 
 
 def server_environment(data_dir: DataDir) -> dict[str, str]:
@@ -53,20 +72,40 @@ def serve(data_dir: DataDir) -> None:
     import tempfile
 
     tempfile.tempdir = None  # re-read TMPDIR
+    consume_secrets(data_dir)
     import uvicorn
 
     from domains import syft_speedups
 
     applied = syft_speedups.apply()
     print(f"medsyft: PySyft speed-ups: {', '.join(applied) or 'none'}", file=sys.stderr, flush=True)
+    from domains import syft_policy
+
+    policy = syft_policy.apply(data_dir)
+    print(f"medsyft: site policy: {', '.join(policy)}", file=sys.stderr, flush=True)
+    from domains import syft_guard
+
+    guards = syft_guard.apply(data_dir.file(AUDIT_FILE))
+    print(f"medsyft: PySyft access guards: {', '.join(guards)}", file=sys.stderr, flush=True)
 
     uvicorn.run(
-        "syft.server.uvicorn:app_factory",
+        syft_guard.app_factory,
         host=config.host,
         port=config.port,
         factory=True,
         log_level="warning",
     )
+
+
+def consume_secrets(data_dir: DataDir) -> None:
+    """Let PySyft read its secrets (it does at import), then take them out of ``os.environ``."""
+    import syft.server.server as syft_server
+
+    if syft_server.signing_key_env != data_dir.read_server_key():
+        raise DeployError("PySyft was imported before the datasite environment was set; "
+                          "start the datasite with `python -m domains.server --data-dir DIR`")
+    for name in SECRET_VARIABLES:
+        os.environ.pop(name, None)
 
 
 def main(argv: list[str] | None = None) -> int:

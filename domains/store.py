@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,9 +68,13 @@ def load(data_dir: DataDir, name: str) -> StoredDataset:
     if not path.exists():
         raise StoreError(f"dataset '{name}' has no training copy on this datasite ({path}); "
                          "publish it with this version of medsyft")
-    with np.load(path, allow_pickle=False) as npz:
-        meta = json.loads(str(npz["meta"]))
-        images, labels = npz["images"], npz["labels"]
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            meta = json.loads(str(npz["meta"]))
+            images, labels = npz["images"], npz["labels"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise StoreError(f"training copy of '{name}' ({path}) is damaged ({type(exc).__name__}: {exc}); "
+                         "restore it from a backup or publish the dataset again") from exc
     digest = fingerprint(images)
     if digest != meta.get("fingerprint_sha256"):
         raise StoreError(f"training copy of '{name}' does not match its published fingerprint; "

@@ -1,7 +1,8 @@
 """``medsyft demo``: the main job on a local federation over loopback.
 
-1. a key ceremony makes the federation's HE keys; three hospital datasites start as real
-   PySyft processes on free 127.0.0.1 ports, each holding the hospitals' secret key;
+1. a key ceremony makes the federation's HE keys, its roster and a signing kit per hospital;
+   three hospital datasites start as real PySyft processes on free 127.0.0.1 ports, each
+   holding the hospitals' secret key and its own kit;
 2. each publishes its shard of one source (Dirichlet label skew, as real hospitals differ)
    with an ε budget;
 3. each creates an account for the data scientist;
@@ -10,8 +11,9 @@
 5. each data owner reviews it through the real review path, printed here with what it will
    spend of the dataset's ε budget, and approves it (automatically, only because this is
    the demo);
-6. the rounds run in parallel across the hospitals, under DP, with encrypted updates; the
-   orchestrator adds ciphertexts and never sees a model;
+6. the rounds run in parallel across the hospitals, under DP, with verifiable secure
+   aggregation: each hospital masks, encrypts and signs its update, and verifies and adds the
+   others' parts itself; the orchestrator only forwards them and never sees a model;
 7. every owner reviews and approves the release of the final model, the scientist unmasks it,
    and the same model is trained centrally on the union of the same data for comparison.
 
@@ -19,6 +21,10 @@
 
 The default source is the synthetic chest phantom set, so the demo needs no download;
 ``--source`` takes real data such as PneumoniaMNIST's ``.npz``.
+
+``--workdir`` (default ``demo-run``) must be new, empty, or an earlier demo's folder: the
+demo marks the folders it creates with a ``.medsyft-demo`` file, and a rerun replaces only
+what an earlier run created there. Any other folder is refused, and nothing in it is touched.
 """
 
 from __future__ import annotations
@@ -34,10 +40,54 @@ import pandas as pd
 
 HOSPITALS = ("hospital-a", "hospital-b", "hospital-c")
 SCIENTIST = "ana@uni.example"
+DEMO_MARKER = ".medsyft-demo"
+# Everything a demo run creates in its workdir: a rerun removes these and nothing else.
+DEMO_ENTRIES = frozenset({*HOSPITALS, "keys", "scientist", "job.toml", "run", DEMO_MARKER})
 
 
-def _reset(workdir: Path) -> None:
-    """Stop datasites a previous demo left running, then start from an empty folder."""
+def _claim_workdir(workdir: Path) -> None:
+    """Make ``workdir`` the demo's, refusing any folder the demo did not create.
+
+    New or empty folders are taken and marked; an earlier demo's folder (it has the marker)
+    has its datasites stopped and the demo's own entries removed. A folder holding anything
+    else is refused before anything in it is touched: no command deletes what it did not
+    create.
+
+    Raises:
+        DataDirError: for a file, a non-empty folder without the marker, or a marked folder
+            that also holds entries an earlier demo did not create.
+    """
+    from domains.errors import DataDirError
+
+    if workdir.exists() and not workdir.is_dir():
+        raise DataDirError(f"--workdir {workdir} is a file; give a new or empty folder")
+    entries = sorted(p.name for p in workdir.iterdir()) if workdir.is_dir() else []
+    if entries and DEMO_MARKER not in entries:
+        raise DataDirError(
+            f"--workdir {workdir} is not empty and is not an earlier demo's folder (it has no "
+            f"{DEMO_MARKER} file); the demo deletes only what it created: choose a new or empty folder"
+        )
+    foreign = [name for name in entries if name not in DEMO_ENTRIES]
+    if foreign:
+        raise DataDirError(
+            f"--workdir {workdir} is an earlier demo's folder but also holds {foreign[0]!r}, which "
+            "no demo created; move it out or choose another --workdir"
+        )
+    _stop_datasites(workdir)
+    for name in entries:
+        entry = workdir / name
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / DEMO_MARKER).write_text(
+        "created by `medsyft demo`: a later demo run with this --workdir replaces what it made here\n"
+    )
+
+
+def _stop_datasites(workdir: Path) -> None:
+    """Stop the datasites an earlier demo left running (``--keep-running``) before removing them."""
     from domains import lifecycle
     from domains.datadir import DataDir
 
@@ -45,7 +95,6 @@ def _reset(workdir: Path) -> None:
         data_dir = DataDir(workdir / name)
         if data_dir.is_initialized:
             lifecycle.stop(data_dir)
-    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _write_job(workdir: Path, sites: list[Any], args: argparse.Namespace) -> Path:
@@ -68,7 +117,8 @@ def _write_job(workdir: Path, sites: list[Any], args: argparse.Namespace) -> Pat
            else f"target_epsilon = {args.target_epsilon}\n")
         + f"max_grad_norm = 1.0\neval_noise_multiplier = {args.eval_noise}\n"
         f"he = {str(not args.no_he).lower()}\n"
-        + ('he_public_key = "keys/orchestrator-public.medsyftkey"\n' if not args.no_he else "")
+        + ('he_public_key = "keys/orchestrator-public.medsyftkey"\nroster = "keys/roster.json"\n'
+           if not args.no_he else "")
     )
     job = (
         f'[job]\ndataset = "chest-xray"\nmodel = "auto"\nrounds = {args.rounds}\n'
@@ -105,8 +155,9 @@ def _report_run(fed: Any) -> None:
           + (", from the sites' noisy DP releases" if fed.spec.dp else "") + "):")
     print(fed.pooled().round(3).to_string())
     cols = [c for c in ("round", "round_s", "train_s", "upload_s", "execute_s", "get_s", "aggregate_s",
-                        "round_per_train", "update_MB", "x_float32") if c in fed.timing]
-    print("\nround time breakdown (seconds) and wire cost per site update:")
+                        "round_per_train", "update_MB", "x_float32", "download_MB") if c in fed.timing]
+    print("\nround time breakdown (seconds) and wire cost per site (update_MB up, download_MB: the "
+          "signed parts it verified):")
     print(fed.timing[cols].round(3).to_string(index=False))
     wire = fed.wire_cost()
     if wire is not None:
@@ -130,27 +181,37 @@ def _release(job: Any, sites: list[Any], fed: Any) -> Any:
     return released
 
 
+def _key_ceremony(workdir: Path, args: argparse.Namespace) -> dict[str, dict[str, Path]]:
+    """``medsyft keys init --site`` for every hospital: each deploys with its own kit."""
+    if args.no_he:
+        return {}
+    from privacy.ceremony import init_federation
+    from privacy.he_keys import SECRET_FILE
+    from privacy.roster import SITE_KEYS_FILE
+
+    fed = init_federation(workdir / "keys", list(HOSPITALS))
+    print(f"[1/7] key ceremony: HE key {fed.roster.he_key_id[:8]}, roster {fed.roster.fingerprint[:12]} "
+          "(each hospital: the HE secret and its own signing kit; orchestrator: public files only)")
+    return {name: {"he_key_file": folder / SECRET_FILE, "site_keys_file": folder / SITE_KEYS_FILE}
+            for name, folder in fed.kits.items()}
+
+
 def run(args: argparse.Namespace) -> int:
+    workdir = Path(args.workdir).resolve()
+    _claim_workdir(workdir)  # first: a refused folder costs no imports and changes nothing
+
     from domains import Datasite
     from domains.lifecycle import free_ports
     from domains.publish import PublishRequest
     from orchestrator import FederatedJob, comparison, load_config, train_centralized
     from orchestrator.baseline import evaluate_weights
 
-    workdir = Path(args.workdir).resolve()
-    _reset(workdir)
     started = time.perf_counter()
-    secret = None
-    if not args.no_he:
-        from privacy.he import init_keys
-
-        secret, _, key_id = init_keys(workdir / "keys")
-        print(f"[1/7] key ceremony: HE key {key_id[:8]} (hospitals: secret; orchestrator: public only)")
+    kits = _key_ceremony(workdir, args)
     print(f"[1/7] deploying {len(HOSPITALS)} datasites on 127.0.0.1 (data in {workdir}) ...")
     with ThreadPoolExecutor(len(HOSPITALS)) as pool:
         sites = list(pool.map(
-            lambda name, port: Datasite.deploy(workdir / name, name=name, port=port,
-                                               he_key_file=secret),
+            lambda name, port: Datasite.deploy(workdir / name, name=name, port=port, **kits.get(name, {})),
             HOSPITALS, free_ports(len(HOSPITALS)),
         ))
     for site in sites:
@@ -225,6 +286,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="each hospital's ε budget for its dataset (default 10)")
     p.add_argument("--no-dp", action="store_true", help="turn DP-SGD off (logged, shown at review)")
     p.add_argument("--no-he", action="store_true", help="turn encrypted aggregation off (logged)")
-    p.add_argument("--workdir", default="demo-run", help="where the datasites keep their data")
+    p.add_argument("--workdir", default="demo-run",
+                   help="where the datasites and the run are kept (default demo-run); must be new, "
+                        f"empty, or an earlier demo's folder (marked by {DEMO_MARKER}), whose "
+                        "contents the demo replaces; any other folder is refused untouched")
     p.add_argument("--keep-running", action="store_true", help="leave the datasites up")
     p.set_defaults(handler=run)

@@ -2,8 +2,9 @@
 
 ``RUN_DIR/state.json`` holds the job (its id and every approved constant), the
 request per site and the last completed round; ``RUN_DIR/global-R.npz`` the
-global model after round R (under HE the encrypted sum: the orchestrator never holds
-the plaintext); ``history.csv`` and ``metrics.csv`` what happened.
+global model after round R (under HE the encrypted sum, and under a roster job the
+round's signed parts and mask recoveries: the orchestrator never holds the plaintext);
+``history.csv`` and ``metrics.csv`` what happened.
 Files are replaced atomically, so a crash leaves the previous checkpoint whole.
 """
 
@@ -19,13 +20,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from domains.training import parts
 from domains.training.spec import JobSpec
 from domains.training.weights import Weights
+from orchestrator.secure import SignedRound
 from orchestrator.submit import Submission
 from privacy.he import EncryptedVector
+from privacy.secagg_messages import MaskRecovery
 
 _ENCRYPTED = "__encrypted__"  # the npz of an encrypted global model: metadata plus one array per chunk
 _CHUNK = "chunk_"
+_SIGNED = "__signed_round__"  # a roster job's round: the parts' headers and recoveries, one array per part
+_PART = "part_"
+GlobalModel = Weights | EncryptedVector | SignedRound | None
 
 
 @dataclass
@@ -69,11 +76,16 @@ class RunDir:
                         int(data["completed_round"]), bool(data["finished"]),
                         {k: int(v) for k, v in data.get("sizes", {}).items()})
 
-    def save_global(self, round_number: int, model: Weights | EncryptedVector | None) -> None:
-        """The global model after a round: plaintext weights, or the encrypted sum under HE."""
+    def save_global(self, round_number: int, model: GlobalModel) -> None:
+        """The global model after a round: plaintext weights, the encrypted sum under HE, or the
+        signed parts under a roster job."""
         path = self.path / f"global-{round_number}.npz"
         if model is None:
             return  # round 0 under HE: the sites build the initial model themselves
+        if isinstance(model, SignedRound):
+            meta, arrays = _signed_arrays(model)
+            _atomic(path, lambda fh: np.savez(fh, **{_SIGNED: np.array(json.dumps(meta))}, **arrays))
+            return
         if isinstance(model, EncryptedVector):
             meta = {k: v for k, v in model.to_dict().items() if k != "chunks"}
             chunks = {f"{_CHUNK}{i}": np.frombuffer(c, np.uint8) for i, c in enumerate(model.chunks)}
@@ -81,11 +93,13 @@ class RunDir:
             return
         _atomic(path, lambda fh: np.savez(fh, **model))
 
-    def load_global(self, round_number: int) -> Weights | EncryptedVector | None:
+    def load_global(self, round_number: int) -> GlobalModel:
         path = self.path / f"global-{round_number}.npz"
         if not path.exists():
             return None
         with np.load(path, allow_pickle=False) as npz:
+            if _SIGNED in npz.files:
+                return _signed_round(json.loads(str(npz[_SIGNED])), npz)
             if _ENCRYPTED not in npz.files:
                 return {k: npz[k] for k in npz.files}
             meta = json.loads(str(npz[_ENCRYPTED]))
@@ -99,3 +113,19 @@ class RunDir:
     def load_frame(self, name: str) -> pd.DataFrame:
         path = self.path / f"{name}.csv"
         return pd.read_csv(path) if path.exists() else pd.DataFrame()
+
+
+def _signed_arrays(model: SignedRound) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A signed round as JSON metadata plus each part's packed ciphertext (:mod:`domains.training.parts`)."""
+    records, arrays = [], {}
+    for i, part in enumerate(model.parts):
+        record, arrays[f"{_PART}{i}"] = parts.to_record(part)
+        records.append(record)
+    meta = {"call": model.call, "parts": records, "recoveries": [r.to_dict() for r in model.recoveries]}
+    return meta, arrays
+
+
+def _signed_round(meta: dict[str, Any], npz: Any) -> SignedRound:
+    found = tuple(parts.from_record(record, npz[f"{_PART}{i}"]) for i, record in enumerate(meta["parts"]))
+    return SignedRound(call=int(meta["call"]), parts=found,
+                       recoveries=tuple(MaskRecovery.from_dict(r) for r in meta["recoveries"]))

@@ -29,6 +29,7 @@ Example::
     eval_noise_multiplier = 5.0   # noise on the released validation counts
     he = true
     he_public_key = "keys/orchestrator-public.medsyftkey"   # from `medsyft keys init`
+    roster = "keys/roster.json"   # from `medsyft keys init --site ...`: sites verify the sums
     weight_bound = 4.0            # fixed-point clamp of model weights under HE
 
     [baseline]                    # how the federation's data was made, for the centralized run
@@ -40,8 +41,10 @@ Example::
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -96,6 +99,7 @@ class PrivacyConfig:
     eval_noise_multiplier: float = 5.0
     he: bool = True
     he_public_key: str | None = None
+    roster: str | None = None  # roster.json: verifiable secure aggregation (without it, a warning)
     weight_bound: float = 4.0
 
     def __post_init__(self) -> None:
@@ -111,6 +115,9 @@ class PrivacyConfig:
         if self.he and not self.he_public_key:
             raise ConfigError("[privacy] he is on by default: set he_public_key = \"PATH\" (the "
                               "orchestrator-public.medsyftkey of `medsyft keys init`) or he = false")
+        if self.roster is not None and not self.roster.strip():
+            raise ConfigError("[privacy] roster must be the path of roster.json from `medsyft keys init "
+                              "--site ...` (got an empty string); remove the line to run unverified")
 
     @property
     def sigma(self) -> float | None:
@@ -130,6 +137,10 @@ class PrivacyConfig:
     def key_path(self, base: Path) -> Path:
         assert self.he_public_key is not None
         return (base / self.he_public_key).expanduser()
+
+    def roster_path(self, base: Path) -> Path | None:
+        """The federation's roster.json, or None: the job then aggregates without verification."""
+        return (base / self.roster).expanduser() if self.he and self.roster else None
 
 
 @dataclass(frozen=True)
@@ -163,6 +174,11 @@ class JobConfig:
              f"min_sites must be between 1 and the number of sites ({len(self.sites)}), "
              f"got {self.min_sites}"),
             (self.round_timeout > 0, f"round_timeout must be > 0 (got {self.round_timeout})"),
+            (self.approval_timeout > 0,
+             f"approval_timeout must be > 0 (got {self.approval_timeout})"),
+            (self.batch_size >= 1, f"batch_size must be >= 1 (got {self.batch_size})"),
+            (self.lr > 0, f"lr must be > 0 (got {self.lr})"),
+            (0 < self.val_fraction < 1, f"val_fraction must be in (0, 1) (got {self.val_fraction})"),
         ]
         for ok, message in checks:
             if not ok:
@@ -176,36 +192,88 @@ class JobConfig:
         return (self.base_dir / self.run_dir).resolve()
 
 
-def _build(cls: type, table: dict[str, Any], where: str) -> Any:
-    known = {f.name for f in fields(cls)}
-    unknown = set(table) - known
+# What TOML value each annotation admits, and how an error names it.
+_KINDS: dict[type, str] = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+_TABLES = {"job": "[job]", "sites": "[[sites]]", "privacy": "[privacy]", "baseline": "[baseline]"}
+_NESTED = {"sites", "baseline", "privacy", "base_dir"}  # JobConfig fields that are not [job] keys
+
+
+def _refuse_unknown(keys: typing.Iterable[str], known: set[str], where: str) -> None:
+    """Typos are errors: a misspelt ``noise_multipler`` would otherwise train with the default σ."""
+    unknown = sorted(set(keys) - known)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known: {sorted(known)}"
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; {hint}")
+
+
+def _is_a(value: Any, kind: Any) -> bool:
+    if kind is float:  # TOML writes 1 for 1.0; a bool is an int to Python but never a number here
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _check_types(cls: type, table: dict[str, Any], where: str) -> None:
+    """Each value has its field's type: ``rounds = "3"`` is refused, not coerced or crashed on."""
+    hints = typing.get_type_hints(cls)
+    for key, value in table.items():
+        kinds = [k for k in typing.get_args(hints[key]) or (hints[key],) if k is not type(None)]
+        if not any(_is_a(value, k) for k in kinds):
+            wanted = " or ".join(_KINDS.get(k, getattr(k, "__name__", str(k))) for k in kinds)
+            raise ConfigError(f"{where}: {key} must be {wanted} (got {value!r})")
+
+
+def _build(cls: type, table: Any, where: str) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table of key = value lines (got {table!r})")
+    _refuse_unknown(table, {f.name for f in fields(cls)}, where)
+    _check_types(cls, table, where)
     try:
         return cls(**table)
-    except TypeError as exc:
+    except TypeError as exc:  # a required key is missing
         raise ConfigError(f"{where}: {exc}") from exc
 
 
+def _tables(file: Path, raw: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+    """The [job] table and the [[sites]] array, after refusing unknown or misshapen tables."""
+    unknown = sorted(set(raw) - set(_TABLES))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(_TABLES), n=1)
+        hint = f"did you mean {_TABLES[close[0]]}?" if close else f"known: {', '.join(_TABLES.values())}"
+        raise ConfigError(f"{file}: unknown table or key(s) {unknown}; {hint}")
+    job, sites = raw.get("job", {}), raw.get("sites", [])
+    if not isinstance(job, dict):
+        raise ConfigError(f"{file}: [job] must be a table (got job = {job!r})")
+    if not isinstance(sites, list):
+        raise ConfigError(f"{file}: sites must be [[sites]] tables, one per datasite "
+                          f"(got {type(sites).__name__})")
+    if "dataset" not in job:
+        raise ConfigError(f"{file}: [job] needs dataset = \"NAME\"")
+    return job, sites
+
+
 def load_config(path: str | os.PathLike[str]) -> JobConfig:
-    """Read and validate a job file; every problem is one ConfigError naming the key."""
+    """Read and validate a job file; every problem is one ConfigError naming the key.
+
+    Unknown tables and keys are refused (typos must not fall back to defaults), and every
+    value must have its key's type: ``rounds = "abc"`` or ``dp = "no"`` is an error naming
+    ``rounds`` or ``dp``, never a coerced value or a TypeError.
+    """
     file = Path(path)
     try:
         raw = tomllib.loads(file.read_text())
     except OSError as exc:
         raise ConfigError(f"cannot read {file} ({exc.strerror})") from exc
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{file} is not valid TOML ({exc})") from exc
-    job = dict(raw.get("job", {}))
-    if "dataset" not in job:
-        raise ConfigError(f"{file}: [job] needs dataset = \"NAME\"")
-    sites = [_build(SiteConfig, s, f"{file} [[sites]] #{i + 1}")
-             for i, s in enumerate(raw.get("sites", []))]
+    job, site_tables = _tables(file, raw)
+    sites = [_build(SiteConfig, s, f"{file} [[sites]] #{i + 1}") for i, s in enumerate(site_tables)]
     baseline = _build(BaselineConfig, raw.get("baseline", {}), f"{file} [baseline]")
     privacy = _build(PrivacyConfig, raw.get("privacy", {}), f"{file} [privacy]")
-    job_fields = {f.name for f in fields(JobConfig)} - {"sites", "baseline", "privacy", "base_dir"}
-    unknown = set(job) - job_fields
-    if unknown:
-        raise ConfigError(f"{file} [job]: unknown key(s) {sorted(unknown)}")
+    where = f"{file} [job]"
+    _refuse_unknown(job, {f.name for f in fields(JobConfig)} - _NESTED, where)
+    _check_types(JobConfig, job, where)
     return JobConfig(sites=sites, baseline=baseline, privacy=privacy, base_dir=file.parent.resolve(),
                      **job)

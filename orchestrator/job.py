@@ -37,8 +37,9 @@ from orchestrator.secure import SecureAggregation
 from orchestrator.site import Site, connect_all
 from orchestrator.strategy import FedAvg, Strategy
 from orchestrator.submit import approval_table, submit, wait_for_approval
-from privacy.errors import HEError, PrivacyError
+from privacy.errors import HEError, PrivacyError, RosterError
 from privacy.he import HEContext, load_context
+from privacy.roster import Roster, load_roster
 
 log = logging.getLogger("medsyft")
 
@@ -53,6 +54,7 @@ class FederatedJob:
                                            seed=config.seed)
         self._sites: list[Site] | None = None
         self._context: HEContext | None = None
+        self._roster: Roster | None = None
         self._metas: dict[str, dict[str, Any]] | None = None
 
     @property
@@ -73,6 +75,39 @@ class FederatedJob:
         return self._context
 
     @property
+    def roster(self) -> Roster | None:
+        """The federation's roster (``[privacy] roster``), or None: HE sums are then unverifiable."""
+        path = self.config.privacy.roster_path(self.config.base_dir)
+        if path is None:
+            return None
+        if self._roster is None:
+            try:
+                self._roster = load_roster(path)
+            except RosterError as exc:
+                raise ConfigError(f"[privacy] roster: {exc}") from exc
+        return self._roster
+
+    def _he_spec(self) -> HESpec | None:
+        """The job's HE constants; under a roster, every site and the HE key must be the roster's."""
+        context, p = self.he_context, self.config.privacy
+        if context is None:
+            return None
+        roster = self.roster
+        if roster is None:
+            log.warning("HE sums are NOT verifiable for this job ([privacy] roster is not set): the "
+                        "orchestrator adds ciphertexts and every owner's review says so; run "
+                        "`medsyft keys init --site ...` and set roster = \"keys/roster.json\"")
+            return HESpec(key_id=context.key_id, weight_bound=p.weight_bound)
+        if roster.he_key_id != context.key_id:
+            raise ConfigError(f"[privacy] roster belongs to HE key {roster.he_key_id[:8]} but he_public_key "
+                              f"is key {context.key_id[:8]}: use both files of the same key ceremony")
+        if off := [s.server_name for s in self.sites if s.server_name not in roster.names]:
+            raise ConfigError(f"datasite {off[0]!r} is not on the federation's roster "
+                              f"({', '.join(roster.names)}); every [[sites]] entry must be a hospital of "
+                              "the key ceremony (`medsyft keys init --site NAME`)")
+        return HESpec(key_id=context.key_id, weight_bound=p.weight_bound, roster=roster.fingerprint)
+
+    @property
     def sites(self) -> list[Site]:
         if self._sites is None:
             self._sites = connect_all(self.config.sites, self.config.base_dir)
@@ -84,6 +119,7 @@ class FederatedJob:
 
     def make_spec(self) -> JobSpec:
         """The job's constants, sized from the dataset metadata every site publishes."""
+        _ = self.roster  # a bad roster file fails before any site is contacted
         metas = self._metadata()
         shapes = {(m["channels"], tuple(m["image_size"]), tuple(m["label_names"]), m["multi_label"])
                   for m in metas.values()}
@@ -94,13 +130,17 @@ class FederatedJob:
         c, p = self.config, self.config.privacy
         model = default_model(size[0]) if c.model == "auto" else c.model
         dp = p.dp_config() if p.dp else None
-        context = self.he_context
-        he = None if context is None else HESpec(key_id=context.key_id, weight_bound=p.weight_bound)
+        he = self._he_spec()
+        roster = tuple(s.server_name for s in self.sites)
+        if he is not None and len(roster) < 2:
+            raise ConfigError("an encrypted (HE) job needs at least 2 sites: one site's aggregate is "
+                              "its own update; add a site or set [privacy] he = false")
         try:
             return JobSpec(
                 dataset=c.dataset, model=model, in_channels=channels, num_classes=len(names),
                 image_size=size[0], multi_label=multi, rounds=c.rounds, val_fraction=c.val_fraction,
-                split_seed=c.seed, dp=dp, he=he,
+                split_seed=c.seed, dp=dp, he=he, sites=roster,
+                min_contributions=max(c.min_sites, 2 if he is not None else 1),
                 train=TrainConfig(epochs=c.local_epochs, batch_size=c.batch_size,
                                   optimizer=c.optimizer, lr=c.lr, seed=c.seed),
             )
@@ -155,11 +195,7 @@ class FederatedJob:
         strategy: Strategy | SecureAggregation = self.strategy
         initial: Weights | None = None
         if spec.he is not None:
-            context = self.he_context
-            if context is None or context.key_id != spec.he.key_id:
-                raise ConfigError(f"job {spec.job_id} was submitted for HE key {spec.he.key_id[:8]}; "
-                                  "set [privacy] he_public_key to that key's public file")
-            strategy = SecureAggregation(self.strategy, context)
+            strategy = self._aggregation(spec)
         else:
             initial = get_weights(build_model(spec.model, in_channels=spec.in_channels,
                                               num_classes=spec.num_classes, image_size=spec.image_size,
@@ -174,6 +210,19 @@ class FederatedJob:
                                metrics=federation.metrics(), timing=federation.timing(),
                                wall_seconds=time.perf_counter() - started,
                                run_dir=self.run_dir.path)
+
+    def _aggregation(self, spec: JobSpec) -> SecureAggregation:
+        """The submitted job's encrypted aggregation, with the roster it was approved with."""
+        assert spec.he is not None
+        context = self.he_context
+        if context is None or context.key_id != spec.he.key_id:
+            raise ConfigError(f"job {spec.job_id} was submitted for HE key {spec.he.key_id[:8]}; "
+                              "set [privacy] he_public_key to that key's public file")
+        roster = self.roster if spec.he.roster else None
+        if spec.he.roster and (roster is None or roster.fingerprint != spec.he.roster):
+            raise ConfigError(f"job {spec.job_id} was approved for roster {spec.he.roster[:12]}; set "
+                              "[privacy] roster to that federation's roster.json")
+        return SecureAggregation(self.strategy, context, roster=roster)
 
     # -- release of an encrypted run's final model -------------------------------------
     def request_release(self) -> pd.DataFrame:
@@ -193,7 +242,8 @@ class FederatedJob:
         result = self.result()
         if state is None or result is None:
             raise ReleaseRequired("no finished run to release; run the job first")
-        weights, _ = release.fetch_release(self.sites, state, self.run_dir)
+        aggregation = self._aggregation(state.spec) if state.spec.he is not None else None
+        weights, _ = release.fetch_release(self.sites, state, self.run_dir, aggregation=aggregation)
         result.weights = weights
         return result
 

@@ -8,6 +8,12 @@ sites succeeded, else the job stops with :class:`QuorumLost`. After R rounds
 one more call evaluates the final model. Every round ends with a checkpoint, so
 ``run`` called again on the same run directory continues after the last
 completed round (datasites replay, never recompute, a call they already ran).
+
+Under a roster job (verifiable secure aggregation, :mod:`orchestrator.secure`) the global
+model of round r is the signed parts of call r−1, forwarded unchanged; each returned part is
+pre-checked, and when a site of the round failed, every survivor is asked once, in parallel,
+for its mask recovery before the next round. Fewer survivors than the quorum, or a recovery
+that fails, stops the job with :class:`QuorumLost` after checkpointing the previous round.
 """
 
 from __future__ import annotations
@@ -16,20 +22,23 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from domains.training import parts
 from domains.training.evaluate import EvalResult, pool
-from domains.training.weights import Layout, Weights, flatten, unflatten
-from orchestrator.checkpoint import RunDir, RunState
+from domains.training.weights import Layout, flatten, unflatten
+from orchestrator.checkpoint import GlobalModel, RunDir, RunState
 from orchestrator.errors import QuorumLost
-from orchestrator.secure import SecureAggregation
+from orchestrator.secure import SecureAggregation, SignedRound
 from orchestrator.site import Site, quiet
 from orchestrator.strategy import Strategy
+from privacy.errors import PrivacyError
 from privacy.he import EncryptedVector
+from privacy.secagg_messages import MaskRecovery, SignedPart
 
 SITE_COLUMNS = ["round", "site", "status", "error", "train_loss", "n_train", "train_s",
                 "eval_s", "site_s", "upload_s", "execute_s", "get_s", "call_s", "update_bytes",
@@ -37,7 +46,6 @@ SITE_COLUMNS = ["round", "site", "status", "error", "train_loss", "n_train", "tr
 PRIVACY_COLUMNS = ["call", "site", "noise_multiplier", "delta", "job_epsilon_spent",
                    "job_epsilon_planned", "dataset_epsilon_spent", "dataset_epsilon_budget",
                    "dataset_epsilon_remaining"]
-GlobalModel = Weights | EncryptedVector | None  # None: round 1 under HE, sites build the initial model
 METRIC_COLUMNS = ["model_round", "site", "n", "loss", "accuracy", "auc"]
 
 
@@ -122,6 +130,7 @@ class Federation:
                  sizes: dict[str, int] | None = None,
                  on_round: Callable[[pd.DataFrame], None] | None = None) -> None:
         self.sites = {s.name: s for s in sites}
+        self.server_names = {s.name: s.server_name or s.name for s in sites}  # the roster's names
         self.sizes = sizes or {s.name: 1 for s in sites}  # FedAvg shares under HE (public sizes)
         self.state = state
         self.run_dir = run_dir
@@ -140,6 +149,11 @@ class Federation:
     def encrypted(self) -> bool:
         return isinstance(self.strategy, SecureAggregation)
 
+    @property
+    def verifiable(self) -> bool:
+        """A roster job: sites verify and add the signed parts; the orchestrator only forwards."""
+        return isinstance(self.strategy, SecureAggregation) and self.strategy.verifiable
+
     def _labels_of(self, name: str) -> Any:
         if name not in self._labels:
             self._labels[name] = self.sites[name].asset(self.state.spec.dataset, "labels")
@@ -149,17 +163,33 @@ class Federation:
     def _payloads(self, names: list[str], call: int, model: GlobalModel) -> dict[str, dict[str, Any]]:
         if isinstance(model, EncryptedVector):
             sent: Any = model.to_dict()
-        elif model is None:
+        elif model is None or isinstance(model, SignedRound):
             sent = None
         else:  # one float32 vector: PySyft serializes it far faster than a dict of many arrays
             sent, self.layout = flatten(model)
+        # Calls run in order on every site: the calls before this one that a site was not asked
+        # (or did not finish) are given up explicitly, and can then never run there.
+        skipped = list(range(1, call))
         if not self.encrypted:
-            return {n: {"call": call, "weights": sent} for n in names}
+            return {n: {"call": call, "weights": sent, "skipped": skipped} for n in names}
+        base: dict[str, Any] = {"call": call, "weights": sent, "skipped": skipped}
+        if self.verifiable:
+            signed = model.payload() if isinstance(model, SignedRound) else {"parts": [], "recoveries": []}
+            base.update(signed)
+            if call <= self.state.spec.rounds:  # the final call trains nothing: no site set
+                base["round_sites"] = self._round_sites(names)
         shares = SecureAggregation.shares(names, self.sizes)
-        return {n: {"call": call, "weights": sent, "weight": shares[n]} for n in names}
+        return {n: {**base, "weight": shares[n]} for n in names}
+
+    def _round_sites(self, names: list[str]) -> list[str]:
+        return sorted(self.server_names[n] for n in names)
 
     def _call_many(self, names: list[str], call: int, model: GlobalModel) -> list[CallOutcome]:
-        payloads = self._payloads(names, call, model)
+        return self._ask(self._payloads(names, call, model))
+
+    def _ask(self, payloads: dict[str, dict[str, Any]]) -> list[CallOutcome]:
+        """One approved call per site, in parallel, each with its own payload, within round_timeout."""
+        names = list(payloads)
         results: dict[str, CallOutcome] = {}
 
         def ask(name: str) -> None:
@@ -212,34 +242,18 @@ class Federation:
         t0 = time.perf_counter()
         names = self.strategy.select(r, list(self.sites))
         outcomes = self._call_many(names, r, weights)
+        signed = self._accept_parts(r, names, outcomes) if self.verifiable else {}
         wall = time.perf_counter() - t0
-        for o in outcomes:
-            res = o.result
-            sent = res.get("weights")
-            self.site_rows.append({"round": r, "site": o.site, "status": o.status, "error": o.error,
-                                   "train_loss": res.get("train_loss"), "n_train": res.get("n_train"),
-                                   "train_s": res.get("train_seconds"), "eval_s": res.get("eval_seconds"),
-                                   "site_s": res.get("site_seconds"), **o.legs,
-                                   "call_s": o.call_s, "update_bytes": _nbytes(sent),
-                                   "clamped": res.get("clamped")})
+        self._record_calls(r, outcomes)
         self._record_metrics(r - 1, outcomes)
         ok = [o for o in outcomes if o.status == "ok" and o.result.get("weights") is not None]
-        if len(ok) < self.strategy.min_sites:
-            self._save(r - 1, weights)
+        quorum = self._quorum()
+        if len(ok) < quorum:
             failed = "; ".join(f"{o.site}: {o.error}" for o in outcomes if o.status != "ok")
-            raise QuorumLost(f"round {r}: only {len(ok)} of {len(names)} sites succeeded, "
-                             f"{self.strategy.min_sites} needed ({failed}); "
-                             "fix the sites and run again to resume from round "
-                             f"{self.state.completed_round + 1}")
+            self._stop(r, weights, f"only {len(ok)} of {len(names)} sites succeeded, {quorum} needed "
+                                   f"({failed})")
         t1 = time.perf_counter()
-        new: GlobalModel
-        if isinstance(self.strategy, SecureAggregation):
-            new = self.strategy.aggregate([o.result["weights"] for o in ok])
-            params = new.length
-        else:
-            new = self.strategy.aggregate([(unflatten(o.result["weights"], self.layout),
-                                            int(o.result["n_train"])) for o in ok])
-            params = sum(int(v.size) for v in new.values())
+        new, params = self._aggregate(r, names, ok, signed, weights)
         agg_s = time.perf_counter() - t1
         update_bytes = max(_nbytes(o.result["weights"]) for o in ok)
         slowest = max(ok, key=lambda o: o.call_s)
@@ -253,11 +267,102 @@ class Federation:
             "round_per_train": (wall + agg_s) / max(1e-9, train_s),
             "params": params, "update_MB": update_bytes / 2**20,
             "bytes_per_param": update_bytes / params, "x_float32": update_bytes / (4 * params),
-            "sites_ok": len(ok), "sites_asked": len(names),
+            "sites_ok": len(ok), "sites_asked": len(names), **self._forwarded(weights, new),
         })
         self.state.completed_round = r
         self._save(r, new)
         return new
+
+    def _record_calls(self, r: int, outcomes: list[CallOutcome]) -> None:
+        for o in outcomes:
+            res = o.result
+            self.site_rows.append({"round": r, "site": o.site, "status": o.status, "error": o.error,
+                                   "train_loss": res.get("train_loss"), "n_train": res.get("n_train"),
+                                   "train_s": res.get("train_seconds"), "eval_s": res.get("eval_seconds"),
+                                   "site_s": res.get("site_seconds"), **o.legs,
+                                   "call_s": o.call_s, "update_bytes": _nbytes(res.get("weights")),
+                                   "clamped": res.get("clamped")})
+
+    def _quorum(self) -> int:
+        """Sites a round needs; a roster job never sums fewer than the approved min_contributions."""
+        if self.verifiable:
+            return max(self.strategy.min_sites, self.state.spec.min_contributions)
+        return self.strategy.min_sites
+
+    def _stop(self, r: int, weights: GlobalModel, why: str) -> NoReturn:
+        """Checkpoint the last completed round and stop the job; running again resumes there."""
+        self._save(r - 1, weights)
+        raise QuorumLost(f"round {r}: {why}; fix the sites and run again to resume from round "
+                         f"{self.state.completed_round + 1}")
+
+    def _aggregate(self, r: int, names: list[str], ok: list[CallOutcome], signed: dict[str, SignedPart],
+                   weights: GlobalModel) -> tuple[GlobalModel, int]:
+        """The next global model and its parameter count."""
+        if self.verifiable:
+            new_round = self._signed_round(r, names, signed, weights)
+            return new_round, new_round.parts[0].vector.length
+        if isinstance(self.strategy, SecureAggregation):
+            summed = self.strategy.aggregate([o.result["weights"] for o in ok])
+            return summed, summed.length
+        mean = self.strategy.aggregate([(unflatten(o.result["weights"], self.layout),
+                                         int(o.result["n_train"])) for o in ok])
+        return mean, sum(int(v.size) for v in mean.values())
+
+    # -- roster jobs: forward signed parts, recover the masks of dropped sites -----------------
+    def _accept_parts(self, r: int, names: list[str], outcomes: list[CallOutcome]) -> dict[str, SignedPart]:
+        """Each returned part, pre-checked alone; a part that would be refused counts as a failure."""
+        assert isinstance(self.strategy, SecureAggregation)
+        shares = SecureAggregation.shares(names, self.sizes)
+        round_sites = self._round_sites(names)
+        accepted = {}
+        for o in outcomes:
+            if o.status != "ok" or o.result.get("weights") is None:
+                continue
+            try:
+                part = parts.join(o.result.get("part"), o.result["weights"])
+                self.strategy.accept_part(part, job_id=self.state.spec.job_id, call=r,
+                                          site=self.server_names[o.site], round_sites=round_sites,
+                                          weight=shares[o.site])
+            except PrivacyError as exc:
+                o.status, o.error = "error", f"its part was refused: {exc} [rule {getattr(exc, 'rule', '?')}]"
+                continue
+            accepted[o.site] = part
+        return accepted
+
+    def _signed_round(self, r: int, names: list[str], signed: dict[str, SignedPart],
+                      weights: GlobalModel) -> SignedRound:
+        """The round's parts, with every survivor's mask recovery when a site dropped; pre-checked."""
+        assert isinstance(self.strategy, SecureAggregation)
+        survivors = [n for n in names if n in signed]
+        recoveries = self._recover(r, survivors, weights) if len(survivors) < len(names) else []
+        new = SignedRound(call=r, parts=tuple(sorted(signed.values(), key=lambda p: p.site)),
+                          recoveries=tuple(sorted(recoveries, key=lambda m: m.site)))
+        try:
+            spec = self.state.spec
+            self.strategy.verify(new, job_id=spec.job_id, min_sites=spec.min_contributions)
+        except PrivacyError as exc:
+            self._stop(r, weights, f"the round's signed parts do not verify ({exc})")
+        return new
+
+    def _recover(self, r: int, survivors: list[str], weights: GlobalModel) -> list[MaskRecovery]:
+        """Ask every survivor, in parallel, to reveal its masks with the sites that dropped out."""
+        names = self._round_sites(survivors)
+        outcomes = self._ask({n: {"recover": r, "survivors": names} for n in survivors})
+        if failed := [o for o in outcomes if o.status != "ok"]:
+            why = "; ".join(f"{o.site}: {o.error}" for o in failed)
+            self._stop(r, weights, f"mask recovery failed at {why}")
+        try:
+            return [MaskRecovery.from_dict(o.result.get("recovery")) for o in outcomes]
+        except PrivacyError as exc:
+            self._stop(r, weights, f"a survivor sent an unreadable mask recovery ({exc})")
+
+    @staticmethod
+    def _forwarded(previous: GlobalModel, new: GlobalModel) -> dict[str, Any]:
+        """Under a roster job: what each site downloaded this round and how many recoveries it took."""
+        if not isinstance(new, SignedRound):
+            return {}
+        download = previous.nbytes if isinstance(previous, SignedRound) else 0
+        return {"download_MB": download / 2**20, "recoveries": len(new.recoveries)}
 
     def _save(self, r: int, weights: GlobalModel) -> None:
         self.run_dir.save_global(r, weights)

@@ -32,10 +32,12 @@ class Site:
     name: str
     url: str
     client: Any
+    server_name: str = ""  # the datasite's own name, as the job's roster names it
 
     @classmethod
     def connect(cls, config: SiteConfig, base: Path) -> Site:
-        if not healthy(config.url):
+        server_name = str((datasite_metadata(config.url, 3.0) or {}).get("name") or "")
+        if not server_name:
             raise SiteUnavailable(f"site '{config.name}' does not answer at {config.url}; "
                                   "is its datasite running?")
         password = config.password(base)
@@ -47,7 +49,7 @@ class Site:
         except Exception as exc:
             raise SiteUnavailable(f"site '{config.name}': login as {config.email} failed "
                                   f"({exc}); check the credentials") from exc
-        return cls(config.name, config.url, client)
+        return cls(config.name, config.url, client, server_name)
 
     def healthy(self) -> bool:
         return healthy(self.url)

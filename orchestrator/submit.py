@@ -20,28 +20,10 @@ from typing import Any
 import pandas as pd
 
 from domains.training.spec import JobSpec
+from domains.training.templates import JOB_TEMPLATE as TEMPLATE  # noqa: F401 - re-exported
+from domains.training.templates import job_source
 from orchestrator.errors import NotApproved
 from orchestrator.site import Site, quiet
-
-TEMPLATE = '''"""medsyft federated job {job_id}: submitted to every datasite of the federation."""
-import syft as sy
-from syft.service.policy.policy import OutputPolicyExecuteCount
-
-
-@sy.syft_function(
-    input_policy=sy.MixedInputPolicy(
-        client=client, labels=labels_asset, job=sy.Constant(val=job_spec), payload=dict
-    ),
-    output_policy=OutputPolicyExecuteCount(limit={limit}),
-)
-def {function}(labels, job, payload):
-    """Evaluate the incoming global model on this site's validation split, then train it
-    on the training split with the approved job constants; return its weights and
-    aggregate metrics. The logic is the datasite's installed medsyft runtime."""
-    from domains.training.runtime import run_task
-
-    return run_task(labels, job, payload)
-'''
 
 
 @dataclass
@@ -70,8 +52,7 @@ def load_submitted(path: Path, site: Site, dataset: str, *, module_name: str,
 def _build_function(site: Site, spec: JobSpec, folder: Path) -> Any:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{spec.function_name}.py"
-    path.write_text(TEMPLATE.format(job_id=spec.job_id, function=spec.function_name,
-                                    limit=spec.max_calls))
+    path.write_text(job_source(job_id=spec.job_id, limit=spec.max_calls))
     return load_submitted(path, site, spec.dataset, module_name=f"{spec.function_name}_{site.name}",
                           constants={"job_spec": spec.to_dict()})
 

@@ -7,6 +7,12 @@ Public API (imported lazily: the accounting pulls in Opacus and torch, HE pulls 
 - :func:`init_keys`, :func:`load_context`, :class:`HEContext`, :class:`EncryptedVector`,
   :func:`release_share`, :func:`unmask_release`, :data:`KEY_SCHEME` - BFV encrypted FedAvg
   (:mod:`privacy.he`)
+- :func:`init_federation`, :func:`load_roster`, :func:`load_site_kit`, :class:`Roster`,
+  :class:`SiteKit` - the key ceremony's roster and each hospital's signing and key-agreement keys
+  (:mod:`privacy.ceremony`, :mod:`privacy.roster`)
+- :func:`make_part`, :func:`aggregate_round`, :func:`decrypt_round`, :func:`recover_masks`,
+  :class:`SignedPart`, :class:`MaskRecovery`, :class:`VerifiedSum` - verifiable, masked secure
+  aggregation (:mod:`privacy.secagg`)
 - errors: see :mod:`privacy.errors`
 """
 
@@ -21,6 +27,11 @@ _EXPORTS = {
     **{name: "privacy.he" for name in (
         "init_keys", "load_context", "HEContext", "EncryptedVector", "release_share",
         "unmask_release", "KEY_SCHEME")},
+    "init_federation": "privacy.ceremony",
+    **{name: "privacy.roster" for name in ("load_roster", "load_site_kit", "Roster", "SiteKit")},
+    **{name: "privacy.secagg" for name in (
+        "make_part", "aggregate_round", "decrypt_round", "recover_masks", "VerifiedSum")},
+    **{name: "privacy.secagg_messages" for name in ("SignedPart", "MaskRecovery")},
 }
 
 __all__ = sorted(_EXPORTS)

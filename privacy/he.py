@@ -29,7 +29,9 @@ Release masks (the final model leaves only with every site's consent): :mod:`pri
 
 Not protected: the metadata beside a ciphertext (weight_sum, n_parts) is plain and unauthenticated.
 An orchestrator could label one site's ciphertext a mean of many; it still cannot read it, but a
-masked release of it would publish that site's model.
+masked release of it would publish that site's model. :mod:`privacy.secagg` is the fix, once the
+runtime uses it: each site signs its part (weight and ciphertext digest included) and masks it, and
+sites add the parts themselves (:meth:`HEContext.encrypt_residues` encrypts the masked residues).
 
 >>> import tempfile
 >>> secret, public, key_id = init_keys(tempfile.mkdtemp() + "/keys")
@@ -74,7 +76,8 @@ from privacy.he_release import release_mask, release_share, unmask_release
 
 __all__ = [
     "KEY_SCHEME", "MAX_PARTS", "EncryptedVector", "HEContext", "fedavg_tolerance", "fixed_point_scale",
-    "init_keys", "load_context", "load_context_bytes", "release_mask", "release_share", "unmask_release",
+    "init_keys", "load_context", "load_context_bytes", "quantize", "release_mask", "release_share",
+    "unmask_release",
 ]
 
 HALF = (PLAIN_MODULUS - 1) // 2
@@ -96,6 +99,24 @@ def fixed_point_scale(*, bound: float) -> int:
 def fedavg_tolerance(*, n_parts: int, scale: int, weight_sum: float, bound: float) -> float:
     """Largest |decrypt_mean - np.average(clamped values, weights)| per coordinate (module docstring)."""
     return 0.5 * n_parts / (scale * weight_sum) + bound * 2.0**-23
+
+
+def quantize(vector: Any, *, weight: float, bound: float) -> np.ndarray:
+    """The signed fixed-point integers q = round(S·weight·clamp(x)) that a part encrypts (int64)."""
+    return _quantize(vector, weight=weight, bound=bound)[0]
+
+
+def _centred(residues: Any, *, length: int | None = None) -> np.ndarray:
+    """Residues in [0, t) as int64 in [-half, half], the range SEAL's batch encoder takes."""
+    values = np.asarray(residues)
+    if values.ndim != 1 or values.dtype.kind not in "iu" or not values.size or (
+            length is not None and values.size != length):
+        raise HEError(f"residues must be a non-empty 1-D integer array of the vector's length {length} "
+                      f"(got {values.dtype} with shape {values.shape})")
+    values = values.astype(np.int64, copy=False)
+    if values.min() < 0 or values.max() >= PLAIN_MODULUS:
+        raise HEError(f"residues must lie in [0, {PLAIN_MODULUS}) (reduce them mod t first)")
+    return np.where(values > HALF, values - PLAIN_MODULUS, values)
 
 
 def _quantize(vector: Any, *, weight: float, bound: float) -> tuple[np.ndarray, int]:
@@ -243,6 +264,34 @@ class HEContext:
         """Clamp to ±bound, pre-multiply by the FedAvg ``weight`` in (0, 1], quantize and encrypt."""
         self._require_secret("encrypt")
         q, scale = _quantize(vector, weight=weight, bound=bound)
+        return self._encrypt_ints(q, scale=scale, weight=weight, bound=bound)
+
+    def encrypt_residues(self, residues: np.ndarray, *, weight: float, bound: float) -> EncryptedVector:
+        """Encrypt values already quantized (:func:`quantize`) and masked, given as residues in [0, t).
+
+        The metadata is the unmasked part's (``weight``, ``bound``), so that once the masks cancel
+        in a sum the no-wrap proof above applies unchanged (:mod:`privacy.secagg_masks`).
+        """
+        self._require_secret("encrypt")
+        _check_real("weight", weight, low=0.0, high=1.0)
+        scale = fixed_point_scale(bound=bound)
+        return self._encrypt_ints(_centred(residues), scale=scale, weight=weight, bound=bound)
+
+    def add_residues(self, enc: EncryptedVector, residues: np.ndarray) -> EncryptedVector:
+        """Add a plaintext vector of residues mod t to ``enc`` (no key needed; metadata unchanged).
+
+        Secure aggregation uses it to take a dropped site's masks out of a survivors' sum.
+        """
+        self._check_key(enc)
+        plain = _centred(residues, length=enc.length)
+        chunks = []
+        for j, blob in enumerate(enc.chunks):
+            vector = self._load_chunk(blob, enc.chunk_length(j))
+            vector.add_(plain[j * POLY_MODULUS_DEGREE:(j + 1) * POLY_MODULUS_DEGREE].tolist())
+            chunks.append(bytes(vector.serialize()))
+        return dataclasses.replace(enc, chunks=tuple(chunks))
+
+    def _encrypt_ints(self, q: np.ndarray, *, scale: int, weight: float, bound: float) -> EncryptedVector:
         chunks = tuple(ts.bfv_vector(self._tenseal, q[i:i + POLY_MODULUS_DEGREE].tolist()).serialize()
                        for i in range(0, q.size, POLY_MODULUS_DEGREE))
         return EncryptedVector(key_id=self.key_id, length=int(q.size), scale=scale, bound=float(bound),

@@ -64,10 +64,12 @@ def run_cli_subprocess(*args: str, timeout: float = 300) -> CliResult:
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 
-def deploy_site(data_dir: Path, name: str, port: int | None = None, *, he_key: Path | None = None) -> Any:
+def deploy_site(data_dir: Path, name: str, port: int | None = None, *, he_key: Path | None = None,
+                site_keys: Path | None = None) -> Any:
     from domains import Datasite
 
-    return Datasite.deploy(data_dir, name=name, port=port or free_port(), he_key_file=he_key)
+    return Datasite.deploy(data_dir, name=name, port=port or free_port(), he_key_file=he_key,
+                           site_keys_file=site_keys)
 
 
 @dataclass
@@ -176,6 +178,50 @@ def write_medmnist_npz(path: Path, n: int = 40, *, size: int = 28, multi_label: 
     return path
 
 
+def write_npz_bomb(path: Path, *, real: int = 1 << 20, declared: int | None = None) -> Path:
+    """An npz whose ``train_images`` are ``real`` bytes of zeros, deflated about 1000x.
+
+    With ``declared``, the zip's central directory and the ``.npy`` header claim that many
+    bytes instead (a crafted archive: a few KiB on disk that says it expands to, e.g., 64 GiB).
+    """
+    import zipfile
+
+    side = 64
+    claim = declared or real
+    shape = (claim // (side * side), side, side)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("train_images.npy", "w", force_zip64=True) as fp:
+            np.lib.format.write_array_header_2_0(
+                fp, {"descr": "|u1", "fortran_order": False, "shape": shape})
+            chunk = bytes(1 << 20)
+            for start in range(0, real, len(chunk)):
+                fp.write(chunk[: real - start])
+        if declared:
+            archive.getinfo("train_images.npy").file_size = declared  # written at close()
+        labels = io.BytesIO()
+        np.save(labels, np.zeros((real // (side * side), 1), np.uint8))
+        archive.writestr("train_labels.npy", labels.getvalue())
+    return path
+
+
+def write_png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG that declares ``width`` x ``height`` grey pixels in ~60 bytes (its data is a stub).
+
+    Enough for any reader that checks the header before decoding, which is the point.
+    """
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey
+    body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(width + 1))) + chunk(b"IEND", b"")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+    return path
+
+
 def owner_images(site: Any, dataset: str | None = None) -> Any:
     """Private images as the owner reads them: one dataset's array, or sha256 per dataset."""
     import hashlib
@@ -227,6 +273,39 @@ def run_and_crash_after_round_1(job: Any) -> None:
 
 
 def ledger_calls(root: Path, site: str, job_id: str) -> list[int]:
-    """The call numbers a datasite's own ledger recorded for a job, in order."""
+    """The call numbers a datasite's own ledger recorded as done for a job, in order."""
     path = root / site / "jobs" / job_id / "ledger.jsonl"
-    return [json.loads(line)["call"] for line in path.read_text().splitlines()]
+    entries = [json.loads(line) for line in path.read_text().splitlines()]
+    return [e["call"] for e in entries if e.get("state", "done") == "done"]
+
+
+def ledger_states(root: Path, site: str, job_id: str, call: int) -> list[str]:
+    """Every state a datasite's ledger recorded for one call of a job, in order."""
+    path = root / site / "jobs" / job_id / "ledger.jsonl"
+    entries = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return [e.get("state", "done") for e in entries if e["call"] == call]
+
+
+def approve_all(sites: list[Any], only: tuple[str, ...] | None = None) -> None:
+    """Play every data owner (or those named in *only*): approve each pending request."""
+    from domains.requests import RequestBook
+
+    for site in sites:
+        if only is None or site.config.name in only:
+            book = RequestBook(site.data_dir)
+            for row in book.table().itertuples():
+                if row.status == "pending":
+                    book.approve(row.id)
+
+
+def rewrite_audit_unkeyed(path: Path) -> None:
+    """Play someone who can write ``DIR/audit.jsonl`` but not read ``DIR/audit.key``: strip every
+    MAC and recompute the plain SHA-256 chain of the old, unkeyed format over the whole log."""
+    import hashlib
+
+    prev, lines = "0" * 64, []
+    for line in path.read_text().splitlines():
+        entry = {k: v for k, v in json.loads(line).items() if k != "mac"}
+        lines.append(json.dumps({**entry, "prev": prev}, sort_keys=True))
+        prev = hashlib.sha256(lines[-1].encode()).hexdigest()
+    path.write_text("\n".join(lines) + "\n")

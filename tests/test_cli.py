@@ -45,3 +45,57 @@ def test_rooms_keep_their_imports() -> None:
 def test_each_package_is_typed() -> None:
     for package in ("domains", "orchestrator", "privacy", "medsyft"):
         assert (Path(REPO) / package / "py.typed").exists()
+
+
+# -- medsyft demo --workdir: never delete what the demo did not create ---------------------------
+@pytest.mark.parametrize("occupant", ["notes.txt", "hospital-a"])
+def test_demo_refuses_a_workdir_it_did_not_create(tmp_path: Path, occupant: str) -> None:
+    workdir = tmp_path / "mine"
+    workdir.mkdir()
+    if occupant.endswith(".txt"):
+        (workdir / occupant).write_text("a user's own file")
+    else:  # looks like a demo's hospital, but no demo marked this folder
+        (workdir / occupant).mkdir()
+    result = run_cli("demo", "--workdir", str(workdir))
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1
+    assert "is not empty and is not an earlier demo's folder" in result.err
+    assert sorted(p.name for p in workdir.iterdir()) == [occupant]  # untouched
+
+
+def test_demo_refuses_foreign_entries_in_its_own_workdir(tmp_path: Path) -> None:
+    from medsyft.demo import DEMO_MARKER
+
+    workdir = tmp_path / "demo"
+    workdir.mkdir()
+    (workdir / DEMO_MARKER).write_text("")
+    (workdir / "job.toml").write_text("[job]\n")
+    (workdir / "my-results.csv").write_text("keep me")
+    result = run_cli("demo", "--workdir", str(workdir))
+    assert result.code == 2 and "holds 'my-results.csv', which no demo created" in result.err
+    assert (workdir / "my-results.csv").read_text() == "keep me" and (workdir / "job.toml").exists()
+
+
+def test_demo_claims_new_empty_and_its_own_workdirs(tmp_path: Path) -> None:
+    from medsyft.demo import DEMO_MARKER, _claim_workdir
+
+    new, empty = tmp_path / "new" / "run", tmp_path / "empty"
+    empty.mkdir()
+    for workdir in (new, empty):
+        _claim_workdir(workdir)
+        assert sorted(p.name for p in workdir.iterdir()) == [DEMO_MARKER]
+    (empty / "run" / "release").mkdir(parents=True)
+    (empty / "job.toml").write_text("[job]\n")
+    _claim_workdir(empty)  # an earlier demo's: its own entries go, the folder stays
+    assert sorted(p.name for p in empty.iterdir()) == [DEMO_MARKER]
+
+
+def test_demo_refuses_a_file_as_workdir(tmp_path: Path) -> None:
+    target = tmp_path / "file"
+    target.write_text("x")
+    result = run_cli("demo", "--workdir", str(target))
+    assert result.code == 2 and "is a file" in result.err and target.read_text() == "x"
+
+
+def test_demo_help_says_what_workdir_may_be() -> None:
+    out = " ".join(run_cli("demo", "--help").out.split())
+    assert "must be new, empty, or an earlier demo's folder" in out and ".medsyft-demo" in out

@@ -2,10 +2,13 @@
 
 Start at :func:`load_source`: it detects the format (``npz``, ``folder``, ``dicom``),
 validates every image and label, and returns the set only when all of it is publishable.
+What a source may declare (image pixels, npz sizes) is bounded by :class:`SourceLimits`.
 """
 
 from domains.formats.harmonize import harmonize, harmonize_batch
 from domains.formats.imageset import ImageSet, publish_error
+from domains.formats.labels import LabelNames, parse_label_names
+from domains.formats.limits import SourceLimits, parse_size
 from domains.formats.medmnist_info import MEDMNIST_2D, MedMNISTInfo
 from domains.formats.registry import (
     FORMATS,
@@ -19,12 +22,16 @@ __all__ = [
     "FORMATS",
     "MEDMNIST_2D",
     "ImageSet",
+    "LabelNames",
     "Loader",
     "MedMNISTInfo",
+    "SourceLimits",
     "detect_format",
     "harmonize",
     "harmonize_batch",
     "load_source",
+    "parse_label_names",
+    "parse_size",
     "publish_error",
     "register_format",
 ]

@@ -20,6 +20,9 @@ from pydicom.errors import BytesLengthException, InvalidDicomError
 from domains.errors import PublishError
 from domains.formats.harmonize import harmonize, minmax_to_uint8
 from domains.formats.imageset import ImageSet, publish_error
+from domains.formats.labels import LabelNames, class_indices
+from domains.formats.limits import SourceLimits, check_pixels
+from domains.formats.paths import relative_entry, require_inside, source_files
 
 LABELS_FILE = "labels.csv"
 
@@ -35,7 +38,8 @@ def load_dicom(
     split: str = "train",
     image_size: int | None = None,
     channels: int | None = None,
-    label_names: list[str] | None = None,
+    label_names: LabelNames | None = None,
+    limits: SourceLimits | None = None,
 ) -> ImageSet:
     """Read every ``.dcm`` under ``path`` with its label from ``path/labels.csv``.
 
@@ -44,17 +48,22 @@ def load_dicom(
         split: recorded in ``source`` only.
         image_size: square side to resize to; default the most common size.
         channels: 1 or 3; default 3 when any image is colour.
-        label_names: the schema; labels in the csv may be these names or indices into
-            them. Default: the sorted distinct labels of the csv.
+        label_names: the schema: names in index order (labels in the csv may be these
+            names or indices into them) or a value-to-name mapping such as
+            ``{"-1": "uncertain", "0": "normal", "1": "pneumonia"}``. Default: the sorted
+            distinct labels of the csv, or ``0..K-1`` when they are exactly those numbers.
+        limits: the largest image (Rows x Columns) that may be decoded.
 
     Raises:
-        PublishError: naming the file: not DICOM, multi-frame, unreadable pixels, or a
-            ``labels.csv`` row that is missing, duplicated, empty or outside the schema.
+        PublishError: naming the file: not DICOM, multi-frame, too large, unreadable pixels,
+            a link or ``labels.csv`` row pointing outside the folder, or a ``labels.csv`` row
+            that is missing, duplicated, empty or outside the schema.
     """
+    limits = limits or SourceLimits()
     files = dicom_files(path)
     names, index = label_indices(path, read_labels_csv(path / LABELS_FILE, files), label_names)
     order = sorted(files)
-    decoded = [read_dicom(path / rel) for rel in order]
+    decoded = [read_dicom(path / rel, limits) for rel in order]
     modalities = sorted({modality for _, modality in decoded} - {""})
     return ImageSet(
         images=harmonize(
@@ -72,24 +81,23 @@ def load_dicom(
 
 
 def dicom_files(root: Path) -> set[str]:
-    """Paths (relative, ``/``-separated) of the non-hidden ``.dcm`` files under ``root``."""
-    found = set()
-    for p in root.rglob("*"):
-        rel = p.relative_to(root)
-        if p.suffix.lower() == ".dcm" and p.is_file() and not any(
-            part.startswith(".") for part in rel.parts
-        ):
-            found.add(rel.as_posix())
+    """Paths (relative, ``/``-separated) of the non-hidden ``.dcm`` files under ``root``.
+
+    Raises:
+        PublishError: when there are none, or a link among them resolves outside ``root``.
+    """
+    found = {p.relative_to(root).as_posix() for p in source_files(root, root, {".dcm"})}
     if not found:
         raise publish_error(root, "no .dcm files", "export the images from PACS as DICOM")
     return found
 
 
-def read_dicom(path: Path) -> tuple[np.ndarray, str]:
+def read_dicom(path: Path, limits: SourceLimits | None = None) -> tuple[np.ndarray, str]:
     """Decode one single-frame DICOM to uint8 ``(H, W)`` or ``(H, W, 3)`` and its Modality.
 
     pydicom parses elements lazily, so a damaged file can fail at any attribute access;
-    every such failure is reported against the file rather than as a traceback.
+    every such failure is reported against the file rather than as a traceback. Rows x
+    Columns is checked against ``limits.max_pixels`` before the pixel data is decoded.
     """
     try:
         ds = pydicom.dcmread(path)  # no force: a renamed text file must fail here
@@ -100,7 +108,7 @@ def read_dicom(path: Path) -> tuple[np.ndarray, str]:
             "export it again from PACS or remove it and its labels.csv row",
         ) from exc
     try:
-        return _decode(ds, path)
+        return _decode(ds, path, limits or SourceLimits())
     except PublishError:
         raise
     except _READ_ERRORS as exc:
@@ -111,12 +119,13 @@ def read_dicom(path: Path) -> tuple[np.ndarray, str]:
         ) from exc
 
 
-def _decode(ds: pydicom.Dataset, path: Path) -> tuple[np.ndarray, str]:
+def _decode(ds: pydicom.Dataset, path: Path, limits: SourceLimits) -> tuple[np.ndarray, str]:
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise publish_error(
             path, f"multi-frame DICOM ({frames} frames)", "export single 2D images only"
         )
+    check_pixels(int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0), limits, path)
     pixels = np.asarray(ds.pixel_array)
     colour = int(ds.get("SamplesPerPixel", 1) or 1) == 3
     if pixels.ndim != (3 if colour else 2):
@@ -163,9 +172,12 @@ def _first(value: object) -> float | None:
 def read_labels_csv(csv_path: Path, files: set[str]) -> dict[str, str]:
     """Map each ``.dcm`` (relative path) to its raw label, refusing any inconsistency.
 
-    Every row must name an existing ``.dcm`` and every ``.dcm`` must have exactly one row:
-    a silently unlabelled or doubly labelled image would change the published class counts.
+    Every row must name an existing ``.dcm`` inside the folder and every ``.dcm`` must have
+    exactly one row: a silently unlabelled or doubly labelled image would change the
+    published class counts.
     """
+    if csv_path.is_symlink():
+        require_inside(csv_path.parent, csv_path)
     if not csv_path.is_file():
         raise publish_error(
             csv_path, "missing", "write a labels.csv with header 'file,label' and one row per .dcm"
@@ -189,6 +201,13 @@ def read_labels_csv(csv_path: Path, files: set[str]) -> dict[str, str]:
         name = row[0].strip().replace("\\", "/") if row else ""
         label = row[1].strip() if len(row) > 1 else ""
         where = f"{csv_path}:{line} ({name or 'no file'})"
+        inside = relative_entry(name) if name else name
+        if inside is None:
+            raise publish_error(
+                where, f"{name} points outside the source folder",
+                "name each file by its path relative to the folder that holds labels.csv",
+            )
+        name = inside
         if name in raw:
             raise publish_error(where, f"{name} is listed twice", "keep one row per file")
         if not label:
@@ -211,33 +230,11 @@ def read_labels_csv(csv_path: Path, files: set[str]) -> dict[str, str]:
 
 
 def label_indices(
-    root: Path, raw: dict[str, str], label_names: list[str] | None
+    root: Path, raw: dict[str, str], label_names: LabelNames | None
 ) -> tuple[list[str], dict[str, int]]:
-    """The schema and each file's class index; labels may be names or integer indices."""
-    if label_names is None:
-        distinct = set(raw.values())
-        numeric = all(_is_int(v) for v in distinct)  # "10" sorts after "9"
-        label_names = sorted(distinct, key=int) if numeric else sorted(distinct)
-    names = list(label_names)
-    index: dict[str, int] = {}
-    for rel, label in raw.items():
-        if label in names:
-            index[rel] = names.index(label)
-        elif _is_int(label) and 0 <= int(label) < len(names):
-            index[rel] = int(label)
-        else:
-            raise publish_error(
-                root / rel,
-                f"label {label!r} is not in the schema {names} "
-                f"(nor an index 0..{len(names) - 1})",
-                f"fix its row in {LABELS_FILE} or pass label_names with every class",
-            )
-    return names, index
-
-
-def _is_int(text: str) -> bool:
-    try:
-        int(text)
-    except ValueError:
-        return False
-    return True
+    """The schema and each file's class index; labels may be names, indices or mapped values."""
+    first = {label: rel for rel, label in sorted(raw.items(), reverse=True)}  # first file, by path
+    names, by_label = class_indices(
+        sorted(set(raw.values())), label_names, lambda v: (root / first[v], f"label {v!r}")
+    )
+    return names, {rel: by_label[label] for rel, label in raw.items()}

@@ -14,11 +14,17 @@ from domains.formats.dicom import load_dicom
 from domains.formats.folder import load_folder
 from domains.formats.harmonize import MIN_SIDE
 from domains.formats.imageset import ImageSet, publish_error
+from domains.formats.labels import LabelNames, check_label_names
+from domains.formats.limits import SourceLimits
 from domains.formats.npz import load_npz
 
 
 class Loader(Protocol):
-    """Reads one source; raises PublishError naming the file for any bad input."""
+    """Reads one source; raises PublishError naming the file for any bad input.
+
+    A loader must check what a file declares against ``limits`` before decoding it, and
+    must not read anything outside ``path`` (see :mod:`domains.formats.paths`).
+    """
 
     def __call__(
         self,
@@ -27,7 +33,8 @@ class Loader(Protocol):
         split: str = ...,
         image_size: int | None = ...,
         channels: int | None = ...,
-        label_names: list[str] | None = ...,
+        label_names: LabelNames | None = ...,
+        limits: SourceLimits | None = ...,
     ) -> ImageSet: ...
 
 
@@ -81,7 +88,8 @@ def load_source(
     split: str = "train",
     image_size: int | None = None,
     channels: int | None = None,
-    label_names: list[str] | None = None,
+    label_names: LabelNames | None = None,
+    limits: SourceLimits | None = None,
 ) -> ImageSet:
     """Load and fully validate one source, ready to publish.
 
@@ -91,7 +99,10 @@ def load_source(
         split: which split of an npz file; recorded in ``source`` for folders.
         image_size: square side every image is resized to; default kept / most common.
         channels: 1 (grey) or 3 (RGB); default from the images.
-        label_names: the label schema; default from the source.
+        label_names: the label schema, names in index order or a mapping from label
+            values to names (``{"-1": "uncertain", "0": "normal", "1": "pneumonia"}``);
+            default from the source (numeric labels only when they are ``0..K-1``).
+        limits: how large images and npz arrays may be; default :class:`SourceLimits`.
 
     Raises:
         PublishError: one line naming the offending file, the problem and the fix.
@@ -105,7 +116,8 @@ def load_source(
     _check_options(path, fmt, image_size, channels, label_names)
     name = fmt or detect_format(path)
     return FORMATS[name](
-        path, split=split, image_size=image_size, channels=channels, label_names=label_names
+        path, split=split, image_size=image_size, channels=channels, label_names=label_names,
+        limits=limits or SourceLimits(),
     )
 
 
@@ -114,7 +126,7 @@ def _check_options(
     fmt: str | None,
     image_size: int | None,
     channels: int | None,
-    label_names: list[str] | None,
+    label_names: LabelNames | None,
 ) -> None:
     if not path.exists():
         raise publish_error(path, "no such file or folder", "check the path")
@@ -128,11 +140,8 @@ def _check_options(
         )
     if channels not in (None, 1, 3):
         raise publish_error(path, f"channels must be 1 or 3 (got {channels})", "use 1 or 3")
-    if label_names is not None and (not label_names or len(set(label_names)) != len(label_names)):
-        raise publish_error(
-            path, f"label_names must be distinct and non-empty (got {label_names})",
-            "list each class once",
-        )
+    if label_names is not None:
+        check_label_names(label_names, path)
 
 
 def _hidden(rel: Path) -> bool:

@@ -31,3 +31,19 @@ class UnknownModel(TrainingError, ValueError):
 
 class ExecutionLimitReached(TrainingError):
     """Raised when a job asks for more calls than its approval allows."""
+
+
+class CallOutOfOrder(TrainingError):
+    """Raised when call k arrives before call k-1 was resolved (run, failed or skipped) on the site."""
+
+
+class CallNotRepeatable(TrainingError):
+    """Raised when a call that failed, was interrupted or was skipped is asked for again."""
+
+
+class LedgerCorrupt(TrainingError):
+    """Raised when a job's call ledger on the datasite cannot be read: never silently reset."""
+
+
+class PrivateComputationFailed(TrainingError):
+    """Raised for any failure after private data was touched; its message never depends on the data."""

@@ -2,7 +2,8 @@
 
 At the job's last call (the final evaluation) each datasite decrypts the final global
 model, evaluates it, and keeps it in ``DIR/jobs/JOB/final-model.npz`` (0600) together
-with a digest of the ciphertext it decrypted. The scientist holds only that ciphertext.
+with a digest of the ciphertext it decrypted. The scientist holds only that ciphertext (under a
+roster job: the last call's signed parts, whose verified sum is that ciphertext).
 
 A *release* is a separate code request per datasite, reviewed like any other. Its
 approved code (:func:`run_release`) checks that the ciphertext it is handed is the one
@@ -35,35 +36,47 @@ FINAL_RECORD = "final.json"
 RELEASED = "released.json"
 
 
-def keep_final(data_dir: DataDir, spec: JobSpec, encrypted: EncryptedVector, vector: np.ndarray) -> None:
-    """At the final call: keep the decrypted model and the digest of what it was decrypted from."""
+def keep_final(data_dir: DataDir, spec: JobSpec, encrypted: EncryptedVector, vector: np.ndarray, *,
+               transcript: str = "") -> None:
+    """At the final call: keep the decrypted model and the digest of what it was decrypted from.
+
+    Under a roster job *encrypted* is the verified sum of the last call's signed parts and
+    *transcript* names the parts it added, so the release checks the sum every site verified.
+    """
     folder = data_dir.jobs_dir / spec.job_id
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     _write(folder / FINAL_MODEL, lambda fh: np.save(fh, vector.astype(np.float32)))
     record = {"digest": encrypted.digest(), "time": _now(), "spec": spec.to_dict()}
+    if transcript:
+        record["transcript"] = transcript
     _write(folder / FINAL_RECORD, lambda fh: fh.write(json.dumps(record, indent=2).encode()))
 
 
 def run_release(release: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
-    """Approved release code: this site's masked share of the final model, plus the record."""
+    """Approved release code: this site's masked share of the final model, plus the record.
+
+    The share is bound to the job this site ran: its index and the number of shares come
+    from that job's approved roster, so a release naming fewer sites cannot be made, and the
+    ciphertext must be the final model this site decrypted and evaluated.
+    """
     from privacy.he import EncryptedVector, release_share
 
     data_dir = DataDir(os.environ["MEDSYFT_DATA_DIR"])
     spec = JobSpec.from_dict(release["job"])
-    index, n_sites = int(release["site_index"]), int(release["n_sites"])
     folder = data_dir.jobs_dir / spec.job_id
     if spec.he is None or not (folder / FINAL_RECORD).exists():
         raise TrainingError(f"job {spec.job_id} has no encrypted final model on this datasite "
                             "(it did not run here, or not to its final call)")
-    sent = payload.get("final") if isinstance(payload, dict) else None
     record = json.loads((folder / FINAL_RECORD).read_text())
+    if JobSpec.from_dict(record["spec"]) != spec:
+        raise TrainingError(f"the release describes job {spec.job_id} differently from the job this "
+                            "datasite ran; it must name the approved job unchanged")
+    index, n_sites = roster_position(data_dir, spec, release)
+    sent = payload.get("final") if isinstance(payload, dict) else None
     encrypted = EncryptedVector.from_dict(sent) if isinstance(sent, dict) else None
     if encrypted is None or encrypted.digest() != record["digest"]:
         raise TrainingError("the ciphertext to release is not the final model this datasite "
                             f"evaluated for job {spec.job_id}; send the run's last global model")
-    if n_sites < encrypted.n_parts:
-        raise TrainingError(f"the final model sums {encrypted.n_parts} sites but the release names "
-                            f"{n_sites}: every contributing site must take part")
     context = he_key.load(data_dir, expect=spec.he.key_id)
     share = release_share(context, encrypted, job_id=spec.job_id, site_index=index, n_sites=n_sites)
     _write(folder / RELEASED, lambda fh: fh.write(json.dumps(
@@ -71,6 +84,22 @@ def run_release(release: dict[str, Any], payload: dict[str, Any]) -> dict[str, A
     return {"share": share, "scale": encrypted.scale, "weight_sum": encrypted.weight_sum,
             "plain_modulus": int(context.params["plain_modulus"]), "site_index": index,
             "record": _record(data_dir, spec)}
+
+
+def roster_position(data_dir: DataDir, spec: JobSpec, release: dict[str, Any]) -> tuple[int, int]:
+    """This site's index in the job's roster and the roster's size; refuses a release that
+    says otherwise (the scientist's own numbers are never used)."""
+    name = data_dir.read_config().name
+    if name not in spec.sites:
+        raise TrainingError(f"this datasite ('{name}') is not in job {spec.job_id}'s roster "
+                            f"({', '.join(spec.sites) or 'none'}); it has nothing to release")
+    index, n_sites = spec.sites.index(name), len(spec.sites)
+    claimed = (release.get("site_index"), release.get("n_sites"), list(release.get("sites") or []))
+    if claimed != (index, n_sites, list(spec.sites)):
+        raise TrainingError(f"the release names sites {claimed[2]} (this one #{claimed[0]}, {claimed[1]} "
+                            f"in all) but the approved job's roster is {list(spec.sites)}: every one "
+                            "of them must take part")
+    return index, n_sites
 
 
 def _record(data_dir: DataDir, spec: JobSpec) -> dict[str, Any]:

@@ -9,12 +9,21 @@ those labels are the ones in its training store before touching the images.
 Errors: PySyft shows the scientist only "contact the admin" for an exception,
 so expected failures come back as ``{"error": {"type", "message"}}`` with a
 message written for the scientist; anything unexpected returns only its type,
-and its traceback goes to the datasite log.
+and its traceback goes to the datasite log. Once a call has touched private
+data, every failure (a loss that became NaN, say) reaches the scientist as one
+fixed message with a random reference; the reason goes to the datasite's log only,
+because a message that depends on the data would leak it.
+
+Under a job with a roster (``he.roster``) the global model is the verified sum of the previous
+call's signed parts and the update leaves as this site's own signed part
+(:mod:`domains.training.secure_round`); a refusal names its rule and site, before anything is
+decrypted or any private data is read, and the ledger records it as ``refused``.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 import time
 import traceback
@@ -28,19 +37,20 @@ from domains import budget, he_key, store
 from domains.datadir import DataDir
 from domains.errors import MedsyftDomainError
 from domains.training import final
-from domains.training.errors import TrainingError
+from domains.training.errors import PrivateComputationFailed, TrainingError
 from domains.training.evaluate import evaluate
 from domains.training.ledger import JobLedger
 from domains.training.local import train_local
 from domains.training.models import build_model
 from domains.training.plan import JobPlan, job_plan, split
 from domains.training.release import noisy_release
+from domains.training.secure_round import SecureRound, recover
 from domains.training.spec import JobSpec
 from domains.training.split import val_count
 from domains.training.threads import configure_threads
 from domains.training.weights import flatten, get_weights, set_weights, unflatten
 from privacy.accounting import compact
-from privacy.errors import PrivacyError
+from privacy.errors import AggregationRefused, PrivacyError
 
 ALLOWED_ERRORS = (TrainingError, MedsyftDomainError, PrivacyError)
 
@@ -71,9 +81,12 @@ def _site_data(data_dir: DataDir, spec: JobSpec, bound_labels: np.ndarray) -> _S
     return data
 
 
-def _incoming(spec: JobSpec, call: int, payload: dict[str, Any], model: Any, data_dir: DataDir
-              ) -> None:
+def _incoming(spec: JobSpec, call: int, payload: dict[str, Any], model: Any, data_dir: DataDir,
+              secure: SecureRound | None) -> None:
     """Load the global model the orchestrator sent (decrypting it under HE) into *model*."""
+    if secure is not None:  # a roster job: the model is the verified sum of the signed parts
+        _verified_incoming(spec, call, model, data_dir, secure)
+        return
     sent = payload["weights"]
     if sent is None and call == 1:
         return  # round 1 starts from the registry's seeded initial model, built on this site
@@ -84,7 +97,10 @@ def _incoming(spec: JobSpec, call: int, payload: dict[str, Any], model: Any, dat
 
         context = he_key.load(data_dir, expect=spec.he.key_id)
         encrypted = EncryptedVector.from_dict(sent)
-        vector = context.decrypt_mean(encrypted)
+        if encrypted.key_id == context.key_id and encrypted.n_parts < spec.min_contributions:
+            raise TrainingError(f"the global model sums {encrypted.n_parts} site update(s), fewer than "
+                                f"the {spec.min_contributions} this job was approved with")
+        vector = context.decrypt_mean(encrypted)  # refuses another federation's key first
         set_weights(model, unflatten(vector, flatten(get_weights(model))[1]))
         if call == spec.max_calls:  # the final model: kept here for local use after its release
             final.keep_final(data_dir, spec, encrypted, vector)
@@ -96,19 +112,38 @@ def _incoming(spec: JobSpec, call: int, payload: dict[str, Any], model: Any, dat
         raise TrainingError("payload['weights'] must be the global model (a flat vector or a dict)")
 
 
-def _outgoing(spec: JobSpec, payload: dict[str, Any], model: Any, data_dir: DataDir
-              ) -> dict[str, Any]:
-    """The trained model as it leaves the site: encrypted and pre-weighted under HE."""
+def _verified_incoming(spec: JobSpec, call: int, model: Any, data_dir: DataDir, secure: SecureRound) -> None:
+    """The verified sum as the global model; at the final call, kept with its digest for the release."""
+    vector = secure.global_model()  # refuses, before decrypting, anything the parts do not prove
+    if vector is None:
+        return  # call 1: the registry's seeded initial model
+    set_weights(model, unflatten(vector, flatten(get_weights(model))[1]))
+    if call == spec.max_calls and secure.verified is not None:
+        final.keep_final(data_dir, spec, secure.verified.vector, vector,
+                         transcript=secure.verified.transcript)
+
+
+def _outgoing(spec: JobSpec, payload: dict[str, Any], model: Any, data_dir: DataDir,
+              secure: SecureRound | None) -> dict[str, Any]:
+    """The trained model as it leaves the site: encrypted and pre-weighted under HE (masked and
+    signed under a roster)."""
     vector = flatten(get_weights(model))[0]
     if spec.he is None:
         return {"weights": vector}
+    weight = _share(payload)
+    if secure is not None:
+        return secure.sign(vector, weight=weight)
+    context = he_key.load(data_dir, expect=spec.he.key_id)
+    bound = spec.he.weight_bound
+    encrypted = context.encrypt_weighted(vector, weight=weight, bound=bound)
+    return {"weights": encrypted.to_dict(), "clamped": int(np.count_nonzero(np.abs(vector) > bound))}
+
+
+def _share(payload: dict[str, Any]) -> float:
     weight = payload.get("weight")
     if not isinstance(weight, int | float) or not 0.0 < float(weight) <= 1.0:
         raise TrainingError(f"payload['weight'] must be this site's FedAvg share in (0, 1] (got {weight!r})")
-    context = he_key.load(data_dir, expect=spec.he.key_id)
-    bound = spec.he.weight_bound
-    encrypted = context.encrypt_weighted(vector, weight=float(weight), bound=bound)
-    return {"weights": encrypted.to_dict(), "clamped": int(np.count_nonzero(np.abs(vector) > bound))}
+    return float(weight)
 
 
 def _public_n_train(spec: JobSpec, data: _SiteData) -> int:
@@ -131,17 +166,36 @@ def _evaluate(spec: JobSpec, model: Any, data: _SiteData) -> dict[str, Any]:
 def _compute(spec: JobSpec, call: int, data: _SiteData, payload: dict[str, Any], data_dir: DataDir
              ) -> dict[str, Any]:
     configure_threads()
+    site = check_roster(spec, data_dir)
+    secure = None
     if spec.he is not None:  # a job for another federation's key is refused before any work
         he_key.load(data_dir, expect=spec.he.key_id)
+        if call <= spec.rounds:
+            _share(payload)
+        if spec.he.roster:  # and one for another roster, or a bad site set
+            secure = SecureRound.open(spec, call, payload, data_dir, site=site)
     model = build_model(spec.model, in_channels=spec.in_channels, num_classes=spec.num_classes,
                         image_size=spec.image_size, seed=spec.train.seed)
-    _incoming(spec, call, payload, model, data_dir)
+    _incoming(spec, call, payload, model, data_dir, secure)
     plan = None
     if spec.dp is not None:  # charge before any private image is touched
         plan = job_plan(spec, n_train=len(data.train_idx),
                         delta=budget.status(data_dir, spec.dataset).delta)
         budget.charge(data_dir, spec.dataset, job_id=spec.job_id, call=call,
                       entries=plan.per_call[call])
+    try:
+        result = _on_private_data(spec, call, data, payload, data_dir, model, plan, secure)
+    except Exception as exc:
+        raise _private_failure(call, exc) from None
+    if plan is not None:
+        result["privacy"] = _privacy_report(data_dir, spec, plan)
+    return result
+
+
+def _on_private_data(spec: JobSpec, call: int, data: _SiteData, payload: dict[str, Any],
+                     data_dir: DataDir, model: Any, plan: JobPlan | None,
+                     secure: SecureRound | None) -> dict[str, Any]:
+    """Evaluate, then train: everything here reads private images (and is charged already)."""
     t0 = time.perf_counter()
     result: dict[str, Any] = {"task": "evaluate", "call": call, "eval": _evaluate(spec, model, data),
                               "eval_seconds": time.perf_counter() - t0,
@@ -156,10 +210,31 @@ def _compute(spec: JobSpec, call: int, data: _SiteData, payload: dict[str, Any],
                 f"Opacus recorded {local.privacy_history} but the ledger charged {plan.per_call[call]}")
         result.update(task="train", train_loss=None if dp else local.mean_loss,
                       train_seconds=local.seconds, steps=local.steps,
-                      opacus_history=local.privacy_history, **_outgoing(spec, payload, model, data_dir))
-    if plan is not None:
-        result["privacy"] = _privacy_report(data_dir, spec, plan)
+                      opacus_history=local.privacy_history,
+                      **_outgoing(spec, payload, model, data_dir, secure))
     return result
+
+
+def _private_failure(call: int, exc: BaseException) -> PrivateComputationFailed:
+    """The one message a scientist gets for any failure on private data; the log has the reason."""
+    reference = secrets.token_hex(4)
+    print(f"medsyft: call {call} failed on private data (reference {reference}):", file=sys.stderr)
+    traceback.print_exception(exc, file=sys.stderr)
+    return PrivateComputationFailed(
+        f"call {call} failed while computing on private data; the data owner can find the reason "
+        f"in the datasite's log under reference {reference}")
+
+
+def check_roster(spec: JobSpec, data_dir: DataDir) -> str:
+    """This datasite's name, once it is sure the approved job's roster names it."""
+    name = data_dir.read_config().name
+    if not spec.sites:
+        raise TrainingError(f"job {spec.job_id} names no roster of sites; it was made before rosters "
+                            "existed: submit it again")
+    if name not in spec.sites:
+        raise TrainingError(f"this datasite ('{name}') is not in job {spec.job_id}'s approved roster "
+                            f"({', '.join(spec.sites)})")
+    return name
 
 
 def _privacy_report(data_dir: DataDir, spec: JobSpec, plan: JobPlan) -> dict[str, Any]:
@@ -180,13 +255,17 @@ def run_task(labels: Any, job: dict[str, Any], payload: dict[str, Any]) -> dict[
 
     def call_once() -> dict[str, Any]:
         spec = JobSpec.from_dict(job)
+        if isinstance(payload, dict) and "recover" in payload:  # no private data, no call number
+            data_dir = DataDir(os.environ["MEDSYFT_DATA_DIR"])
+            return recover(spec, payload, data_dir, site=check_roster(spec, data_dir))
         if not isinstance(payload, dict) or not {"call", "weights"} <= set(payload):
             raise TrainingError("payload must be a dict with 'call' and 'weights'")
         call = int(payload["call"])
         data_dir = DataDir(os.environ["MEDSYFT_DATA_DIR"])
         data = _site_data(data_dir, spec, labels)
         ledger = JobLedger(data_dir.jobs_dir, spec.job_id, spec.max_calls)
-        result = ledger.run(call, lambda: _compute(spec, call, data, payload, data_dir))
+        result = ledger.run(call, lambda: _compute(spec, call, data, payload, data_dir),
+                            skipped=_skipped(payload, call))
         result["site_seconds"] = time.perf_counter() - started
         return result
 
@@ -199,16 +278,28 @@ def run_release(labels: Any, release: dict[str, Any], payload: dict[str, Any]) -
         spec = JobSpec.from_dict(release["job"])
         data_dir = DataDir(os.environ["MEDSYFT_DATA_DIR"])
         _site_data(data_dir, spec, labels)  # the release is bound to the same dataset
-        ledger = JobLedger(data_dir.jobs_dir, f"{spec.job_id}-release", 1)
+        ledger = JobLedger(data_dir.jobs_dir, f"{spec.job_id}-release", 1, retry_failed=True)
         return ledger.run(1, lambda: final.run_release(release, payload))
 
     return _guarded(release_once)
+
+
+def _skipped(payload: dict[str, Any], call: int) -> list[int]:
+    """The earlier calls the orchestrator gave up for this site (it was not asked, or failed)."""
+    skipped = payload.get("skipped", [])
+    if not isinstance(skipped, list | tuple) or not all(isinstance(c, int) and 1 <= c < call
+                                                       for c in skipped):
+        raise TrainingError(f"payload['skipped'] must list earlier call numbers (1..{call - 1})")
+    return list(skipped)
 
 
 def _guarded(task: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Expected errors as a message for the scientist; unexpected ones only by type (log has it)."""
     try:
         return task()
+    except AggregationRefused as exc:  # the rule and the part's site, for the scientist and the log
+        return {"error": {"type": type(exc).__name__, "message": f"{exc} [rule {exc.rule}, site {exc.site}]",
+                          "rule": exc.rule, "site": exc.site}}
     except ALLOWED_ERRORS as exc:
         return {"error": {"type": type(exc).__name__, "message": str(exc)}}
     except Exception as exc:

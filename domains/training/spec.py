@@ -10,12 +10,17 @@ call that first evaluates the incoming global model on the site's validation
 split and then trains on its training split; call ``R + 1`` only evaluates the
 final model. So a job of R rounds needs ``R + 1`` calls per datasite.
 
+The roster (``sites``, the datasites' own names) is fixed at approval too, with the minimum
+number of site updates an aggregate must sum (``min_contributions``: never 1 under HE). A
+datasite that is not on the roster refuses the job, and a release needs every site of it.
+
 ``dp`` and ``he`` are on by default in the orchestrator; a spec with either set to ``None``
 is a job without that protection, which review shows as a warning.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -34,16 +39,24 @@ class HESpec:
         weight_bound: every model weight is clamped to ``[-weight_bound, weight_bound]``
             before encryption, so that encrypted sums cannot wrap around (see
             :mod:`privacy.he`). The run reports how many weights the clamp touched.
+        roster: the fingerprint of the federation's roster (``medsyft keys init --site``), or
+            ``""``. With a roster, sites sign masked parts and verify and add each other's
+            parts themselves (:mod:`domains.training.secure_round`); without one (older jobs
+            load with ``""``) the orchestrator adds ciphertexts and sites cannot verify the sum.
     """
 
     key_id: str
     weight_bound: float = 4.0
+    roster: str = ""
 
     def validate(self) -> None:
         if not isinstance(self.key_id, str) or not self.key_id:
             raise TrainingError("he.key_id must be the key ceremony's id (see `medsyft keys init`)")
         if not (isinstance(self.weight_bound, int | float) and 0 < self.weight_bound <= 1e6):
             raise TrainingError(f"he.weight_bound must be in (0, 1e6] (got {self.weight_bound!r})")
+        if not (isinstance(self.roster, str) and re.fullmatch(r"(|[0-9a-f]{64})", self.roster)):
+            raise TrainingError(f"he.roster must be '' or a roster fingerprint, 64 lowercase hex "
+                                f"characters (got {self.roster!r})")
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,8 @@ class JobSpec:
     dp: DPConfig | None = None
     he: HESpec | None = None
     job_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    sites: tuple[str, ...] = ()
+    min_contributions: int = 0  # 0: the default, 2 under HE and 1 without
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -74,6 +89,22 @@ class JobSpec:
             self.dp.validate()
         if self.he is not None:
             self.he.validate()
+        self._validate_roster()
+
+    def _validate_roster(self) -> None:
+        """The roster names every site of the job; an aggregate needs min_contributions of them."""
+        if not all(isinstance(s, str) and s for s in self.sites) or len(set(self.sites)) != len(self.sites):
+            raise TrainingError(f"sites must be distinct datasite names (got {list(self.sites)})")
+        low = 2 if self.he is not None else 1
+        if self.min_contributions == 0:
+            object.__setattr__(self, "min_contributions", low)
+        if not isinstance(self.min_contributions, int) or self.min_contributions < low:
+            raise TrainingError(f"min_contributions must be at least {low}"
+                                f"{' under HE (one site alone would be readable)' if low == 2 else ''} "
+                                f"(got {self.min_contributions!r})")
+        if self.sites and self.min_contributions > len(self.sites):
+            raise TrainingError(f"min_contributions ({self.min_contributions}) exceeds the roster's "
+                                f"{len(self.sites)} sites")
 
     def dp_training(self, noise_multiplier: float) -> DPTraining | None:
         """The DP-SGD parameters of one call, once the site has fixed σ (see runtime)."""
@@ -103,6 +134,7 @@ class JobSpec:
                 values["dp"] = DPConfig(**values["dp"])
             if values.get("he") is not None:
                 values["he"] = HESpec(**values["he"])
+            values["sites"] = tuple(values.get("sites", ()))
             return cls(**values)
         except TypeError as exc:
             raise TrainingError(f"job description is malformed ({exc})") from exc

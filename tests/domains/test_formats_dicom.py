@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from domains.errors import PublishError
-from domains.formats import detect_format, load_source
+from domains.formats import SourceLimits, detect_format, load_source
 
 SaveDicom = Callable[..., Path]
 WriteLabels = Callable[[Path, list[tuple[str, str]]], Path]
@@ -80,10 +80,93 @@ def test_dicom_integer_labels_index_the_schema(study: Path, write_labels: WriteL
     assert s.labels.tolist() == [1, 0, 0, 1]
 
 
-def test_dicom_numeric_labels_sort_numerically(study: Path, write_labels: WriteLabels) -> None:
+def test_dicom_numeric_labels_are_class_indices(
+    tmp_path: Path, save_dicom: SaveDicom, write_labels: WriteLabels
+) -> None:
+    for i in range(11):
+        save_dicom(tmp_path / f"img{i:02d}.dcm", _ramp())
+    write_labels(tmp_path, [(f"img{i:02d}.dcm", str(10 - i)) for i in range(11)])
+    s = load_source(tmp_path)
+    assert s.label_names == [str(i) for i in range(11)]  # "10" after "9", not after "1"
+    assert s.labels.tolist() == list(range(10, -1, -1))
+
+
+def test_dicom_numeric_labels_not_indices_refused(study: Path, write_labels: WriteLabels) -> None:
     write_labels(study, [("img0.dcm", "10"), ("img1.dcm", "9"), ("img2.dcm", "9"),
                          ("img3.dcm", "2")])  # fmt: skip
-    assert load_source(study).label_names == ["2", "9", "10"]
+    with pytest.raises(PublishError, match=r"img3\.dcm: label '2' is not a class index: numeric labels "
+                       r"must be 0\.\.2 .*--label-names=2:NAME,9:NAME,10:NAME"):
+        load_source(study)
+
+
+def test_dicom_minus_one_is_not_a_class_name(study: Path, write_labels: WriteLabels) -> None:
+    write_labels(study, [("img0.dcm", "0"), ("img1.dcm", "-1"), ("img2.dcm", "0"),
+                         ("img3.dcm", "-1")])  # fmt: skip
+    with pytest.raises(PublishError, match=r"img1\.dcm: label '-1' is not a class index.*uncertain"):
+        load_source(study)
+    s = load_source(study, label_names={"0": "normal", "-1": "uncertain"})
+    assert s.label_names == ["normal", "uncertain"] and s.labels.tolist() == [0, 1, 0, 1]
+
+
+def test_dicom_mapping_of_text_labels(study: Path, write_labels: WriteLabels) -> None:
+    write_labels(study, [("img0.dcm", "PNEU"), ("img1.dcm", "NORM"), ("img2.dcm", "NORM"),
+                         ("img3.dcm", "UNSURE")])  # fmt: skip
+    mapping = {"NORM": "normal", "PNEU": "pneumonia", "UNSURE": "pneumonia"}
+    s = load_source(study, label_names=mapping)
+    assert s.label_names == ["normal", "pneumonia"] and s.labels.tolist() == [1, 0, 0, 1]
+    with pytest.raises(PublishError, match=r"img3\.dcm: label 'UNSURE' is not named by --label-names"):
+        load_source(study, label_names={"NORM": "normal", "PNEU": "pneumonia"})
+
+
+@pytest.mark.parametrize("name", ["../outside.dcm", "/tmp/outside.dcm", "sub/../../outside.dcm",
+                                  "C:\\scans\\outside.dcm"])
+def test_dicom_labels_csv_path_outside_refused(
+    study: Path, write_labels: WriteLabels, save_dicom: SaveDicom, name: str
+) -> None:
+    save_dicom(study.parent / "outside.dcm", _ramp())
+    rows = [(f"img{i}.dcm", "a") for i in range(4)]
+    write_labels(study, [*rows, (name, "b")])
+    with pytest.raises(PublishError, match=r"labels\.csv:6 .* points outside the source folder"):
+        load_source(study)
+
+
+def test_dicom_labels_csv_path_normalized_inside(study: Path, write_labels: WriteLabels) -> None:
+    write_labels(study, [("./img0.dcm", "a"), ("sub/../img1.dcm", "a"), ("img2.dcm", "b"),
+                         ("img3.dcm", "b")])  # fmt: skip
+    assert load_source(study).class_counts() == {"a": 2, "b": 2}
+
+
+def test_dicom_linked_file_outside_refused(
+    study: Path, save_dicom: SaveDicom, write_labels: WriteLabels
+) -> None:
+    outside = save_dicom(study.parent / "other-study" / "x.dcm", _ramp())
+    (study / "img4.dcm").symlink_to(outside)
+    write_labels(study, [(f"img{i}.dcm", "a") for i in range(5)])
+    with pytest.raises(PublishError, match=r"img4\.dcm: resolves outside the source folder"):
+        load_source(study)
+
+
+def test_dicom_linked_labels_csv_outside_refused(study: Path) -> None:
+    elsewhere = study.parent / "labels-elsewhere.csv"
+    (study / "labels.csv").rename(elsewhere)
+    (study / "labels.csv").symlink_to(elsewhere)
+    with pytest.raises(PublishError, match=r"labels\.csv: resolves outside the source folder"):
+        load_source(study)
+
+
+def test_dicom_rows_columns_checked_before_decoding(
+    tmp_path: Path, save_dicom: SaveDicom, write_labels: WriteLabels
+) -> None:
+    save_dicom(tmp_path / "claims.dcm", _ramp(), Rows=20000, Columns=20000)  # 16x16 pixels stored
+    write_labels(tmp_path, [("claims.dcm", "a")])
+    with pytest.raises(PublishError, match=r"claims\.dcm: image is 20000x20000 px \(400,000,000 pixels\)"
+                       r", above the limit of 67,108,864 pixels; refused before decoding"):
+        load_source(tmp_path)
+    (tmp_path / "claims.dcm").unlink()
+    save_dicom(tmp_path / "claims.dcm", _ramp())
+    with pytest.raises(PublishError, match=r"claims\.dcm: image is 16x16 px .*--max-pixels"):
+        load_source(tmp_path, limits=SourceLimits(max_pixels=100))
+    assert len(load_source(tmp_path, limits=SourceLimits(max_pixels=256))) == 1
 
 
 def test_dicom_text_file_named_dcm(study: Path) -> None:

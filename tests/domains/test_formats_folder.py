@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import write_png_header
 
 from domains.errors import PublishError
-from domains.formats import detect_format, harmonize, load_source
+from domains.formats import SourceLimits, detect_format, harmonize, load_source
 
 SaveImage = Callable[..., Path]
 
@@ -167,3 +168,58 @@ def test_harmonize_grey_to_rgb_and_rgb_to_luma() -> None:
     assert out.shape == (2, 1, 10, 10)
     assert np.all(out[0] == round(0.587 * 255)) and np.all(out[1] == 7)
     assert np.all(harmonize([np.full((10, 10), 7, np.uint8)], ["c"], channels=3) == 7)
+
+
+# -- links out of the source, image size limits, numeric class folders --------------------------
+def test_folder_linked_class_folder_outside_refused(two_classes: Path, tmp_path: Path,
+                                                    save_image: SaveImage) -> None:
+    save_image(tmp_path / "elsewhere" / "x.png", _grey(9))
+    (two_classes / "covid").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(PublishError, match=r"covid: resolves outside the source folder .*elsewhere"):
+        load_source(two_classes)
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_folder_linked_image_or_subfolder_outside_refused(
+    two_classes: Path, tmp_path: Path, save_image: SaveImage, nested: bool
+) -> None:
+    secret = save_image(tmp_path / "private" / "patient.png", _grey(9))
+    link = two_classes / "normal" / ("more" if nested else "n9.png")
+    link.symlink_to(secret.parent if nested else secret)
+    with pytest.raises(PublishError, match=rf"normal/{link.name}: resolves outside the source"):
+        load_source(two_classes)
+
+
+def test_folder_links_inside_the_source_are_fine(two_classes: Path) -> None:
+    (two_classes / "normal" / "again.png").symlink_to(two_classes / "pneumonia" / "p0.png")
+    s = load_source(two_classes)
+    assert s.class_counts() == {"normal": 3, "pneumonia": 3}
+
+
+def test_folder_pillow_decompression_bomb_is_one_line(two_classes: Path) -> None:
+    write_png_header(two_classes / "normal" / "huge.png", 15000, 15000)
+    with pytest.raises(PublishError, match=r"huge\.png: image has 225,000,000 pixels, above the limit "
+                       r"of 67,108,864 pixels \(Pillow refuses it") as err:
+        load_source(two_classes)
+    assert "\n" not in str(err.value)
+
+
+def test_folder_pixel_limit_checked_from_the_header(two_classes: Path) -> None:
+    write_png_header(two_classes / "normal" / "wide.png", 9000, 9000)  # under Pillow's own limit
+    with pytest.raises(PublishError, match=r"wide\.png: image is 9000x9000 px \(81,000,000 pixels\), "
+                       r"above the limit of 67,108,864 pixels; refused before decoding"):
+        load_source(two_classes)
+    (two_classes / "normal" / "wide.png").unlink()
+    with pytest.raises(PublishError, match=r"n0\.png: image is 16x16 px .*--max-pixels"):
+        load_source(two_classes, limits=SourceLimits(max_pixels=255))
+    assert len(load_source(two_classes, limits=SourceLimits(max_pixels=256))) == 5
+
+
+def test_folder_numeric_class_folders(tmp_path: Path, save_image: SaveImage) -> None:
+    for cls in ("0", "1", "-1"):
+        save_image(tmp_path / "cxr" / cls / "a.png", _grey(10))
+    with pytest.raises(PublishError, match=r"-1: class folder '-1' is not a class index"):
+        load_source(tmp_path / "cxr")
+    s = load_source(tmp_path / "cxr", label_names={"-1": "uncertain", "0": "normal", "1": "pneumonia"})
+    assert s.label_names == ["uncertain", "normal", "pneumonia"]
+    assert s.class_counts() == {"uncertain": 1, "normal": 1, "pneumonia": 1}

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import json
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import write_npz_bomb
 
 from domains.errors import PublishError
-from domains.formats import FORMATS, ImageSet, detect_format, load_source, register_format
+from domains.formats import (
+    FORMATS,
+    ImageSet,
+    SourceLimits,
+    detect_format,
+    load_source,
+    register_format,
+)
 from domains.formats.medmnist_info import MEDMNIST_2D, lookup
 
 
@@ -91,7 +100,8 @@ def test_npz_missing_split_lists_available(tmp_path: Path, rng: np.random.Genera
 def test_npz_label_beyond_schema(tmp_path: Path, rng: np.random.Generator) -> None:
     labels = np.array([[0], [1], [2], [1]], dtype=np.uint8)
     path = _npz(tmp_path / "pneumoniamnist.npz", rng, n=4, train_labels=labels)
-    with pytest.raises(PublishError, match=r"pneumoniamnist\.npz.*train_labels\[2\] is 2"):
+    with pytest.raises(PublishError, match=r"pneumoniamnist\.npz: label 2 \(train_labels\[2\]\) is "
+                       r"not in the schema \['normal', 'pneumonia'\]"):
         load_source(path)
 
 
@@ -100,6 +110,110 @@ def test_npz_negative_label(tmp_path: Path, rng: np.random.Generator) -> None:
     path = _npz(tmp_path / "neg.npz", rng, n=2, train_labels=labels)
     with pytest.raises(PublishError, match=r"neg\.npz.*-1"):
         load_source(path, label_names=["a", "b"])
+
+
+def test_npz_minus_one_needs_its_name(tmp_path: Path, rng: np.random.Generator) -> None:
+    labels = np.array([[0], [1], [-1], [1]], dtype=np.int64)
+    path = _npz(tmp_path / "cxr.npz", rng, n=4, train_labels=labels)
+    with pytest.raises(PublishError, match=r"cxr\.npz: label -1 \(train_labels\[2\]\) is not a class "
+                       r"index.*--label-names=-1:NAME,0:NAME,1:NAME"):
+        load_source(path)
+    named = load_source(path, label_names={"-1": "uncertain", "0": "normal", "1": "pneumonia"})
+    assert named.label_names == ["uncertain", "normal", "pneumonia"]
+    assert named.labels.tolist() == [1, 2, 0, 2]
+    merged = load_source(path, label_names={"0": "normal", "1": "pneumonia", "-1": "pneumonia"})
+    assert merged.label_names == ["normal", "pneumonia"] and merged.labels.tolist() == [0, 1, 1, 1]
+
+
+def test_npz_one_based_labels_refused(tmp_path: Path, rng: np.random.Generator) -> None:
+    path = _npz(tmp_path / "ones.npz", rng, n=3, train_labels=np.array([[1], [2], [2]]))
+    with pytest.raises(PublishError, match=r"label 1 \(train_labels\[0\]\) is not a class index"):
+        load_source(path)
+    assert load_source(path, label_names={"1": "a", "2": "b"}).labels.tolist() == [0, 1, 1]
+
+
+def test_npz_mapping_must_name_every_value(tmp_path: Path, rng: np.random.Generator) -> None:
+    path = _npz(tmp_path / "m.npz", rng, n=3, train_labels=np.array([[0], [1], [-1]]))
+    with pytest.raises(PublishError, match=r"label -1 \(train_labels\[2\]\) is not named by "
+                       r"--label-names.*add -1:NAME"):
+        load_source(path, label_names={"0": "normal", "1": "pneumonia"})
+
+
+def test_npz_mapping_refused_for_flags(tmp_path: Path, rng: np.random.Generator) -> None:
+    path = _npz(tmp_path / "flags.npz", rng, n=3, train_labels=np.zeros((3, 4), np.uint8))
+    with pytest.raises(PublishError, match=r"flags\.npz: train_labels are 0/1 flags"):
+        load_source(path, label_names={"0": "a", "1": "b"})
+
+
+def _never_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if any zip member is opened (so: expanded)."""
+
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("a member was opened before the limits were checked")
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", refuse)
+
+
+def test_npz_declared_bomb_refused_before_expanding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bomb = write_npz_bomb(tmp_path / "bomb.npz", declared=64 << 30)
+    assert bomb.stat().st_size < 64 << 10  # a few KiB on disk
+    _never_open(monkeypatch)
+    with pytest.raises(PublishError, match=r"bomb\.npz: the archive declares 64\.0 GiB of arrays, "
+                       r"above the limit of 8\.0 GiB; refused before expanding.*--max-npz-bytes"):
+        load_source(bomb)
+
+
+def test_npz_member_limit(tmp_path: Path, rng: np.random.Generator,
+                          monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _npz(tmp_path / "small.npz", rng, n=12)
+    _never_open(monkeypatch)
+    with pytest.raises(PublishError, match=r"member train_images\.npy declares 9\.3 KiB, above the "
+                       r"limit of 8\.0 KiB.*--max-npz-member-bytes"):
+        load_source(path, limits=SourceLimits(max_npz_member_bytes=8 << 10))
+
+
+def test_npz_zeros_bomb_refused_by_ratio_then_allowed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bomb = write_npz_bomb(tmp_path / "zeros.npz", real=16 << 20)
+    with monkeypatch.context() as patched:
+        _never_open(patched)
+        with pytest.raises(PublishError, match=r"member train_images\.npy expands \d+x .* above the "
+                           r"limit of 200x.*--max-npz-ratio"):
+            load_source(bomb)
+    s = load_source(bomb, limits=SourceLimits(max_npz_ratio=2000))  # the owner vouches for it
+    assert s.images.shape == (4096, 1, 64, 64) and s.label_names == ["class_0"]
+
+
+def test_npz_header_claiming_more_than_the_member_holds(tmp_path: Path) -> None:
+    path = tmp_path / "liar.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        with archive.open("train_images.npy", "w") as fp:
+            np.lib.format.write_array_header_1_0(
+                fp, {"descr": "|u1", "fortran_order": False, "shape": (10**7, 256, 256)})
+            fp.write(bytes(1000))
+        with archive.open("train_labels.npy", "w") as fp:
+            np.save(fp, np.zeros((10, 1), np.uint8))
+    with pytest.raises(PublishError, match=r"liar\.npz: train_images\.npy declares a \(10000000, 256, "
+                       r"256\) uint8 array \(610\.4 GiB\) but holds only"):
+        load_source(path)
+
+
+def test_npz_pixel_limit(tmp_path: Path, rng: np.random.Generator) -> None:
+    path = _npz(tmp_path / "big.npz", rng, n=2, train_images=np.zeros((2, 64, 64), np.uint8))
+    with pytest.raises(PublishError,
+                       match=r"big\.npz \(train_images\.npy\): image is 64x64 px .*--max-pixels"):
+        load_source(path, limits=SourceLimits(max_pixels=1000))
+
+
+def test_npz_object_array_refused(tmp_path: Path, rng: np.random.Generator) -> None:
+    path = tmp_path / "obj.npz"
+    np.savez(path, train_images=np.array([{"a": 1}], dtype=object),
+             train_labels=np.zeros((1, 1), np.uint8))
+    with pytest.raises(PublishError, match=r"obj\.npz: train_images\.npy holds Python objects"):
+        load_source(path)
 
 
 def test_npz_multi_label_not_binary(tmp_path: Path, rng: np.random.Generator) -> None:
@@ -160,6 +274,8 @@ def test_load_source_missing_path(tmp_path: Path) -> None:
     ({"image_size": 4}, "image_size"),
     ({"channels": 2}, "channels"),
     ({"label_names": ["a", "a"]}, "label_names"),
+    ({"label_names": {"1": "a", "01": "b"}}, "label_names"),
+    ({"label_names": {"1": ""}}, "label_names"),
 ])  # fmt: skip
 def test_load_source_bad_options(
     tmp_path: Path, rng: np.random.Generator, kwargs: dict[str, object], problem: str

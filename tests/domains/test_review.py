@@ -6,10 +6,12 @@ import doctest
 import textwrap
 
 import pytest
+import review_corpus
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import domains.review
+import domains.review_catalog
 import domains.review_rules
 from domains.review import Flag, review_code, summarize_flags
 
@@ -403,7 +405,6 @@ def test_rule_file_write_negative(body: str) -> None:
     "vars(cfg)['z'] = 3",
     "import numpy as np\nnp.mean = len",
     "import numpy as np\nsetattr(np, 'mean', len)",
-    "getattr(images, cfg['name'])()",
     "f.__globals__",
     "().__class__.__base__.__subclasses__()",
     "import sys\nsys._getframe(1)",
@@ -581,7 +582,7 @@ def test_flag_rejects_unknown_severity() -> None:
 
 
 def test_review_docstring_examples_run() -> None:
-    for module in (domains.review, domains.review_rules):
+    for module in (domains.review, domains.review_rules, domains.review_catalog):
         assert doctest.testmod(module).failed == 0
 
 
@@ -601,5 +602,228 @@ def test_review_runtime_does_not_launder_other_returns() -> None:
         "    run_task(labels, job, payload)\n"
         "    return labels[:5]\n"
     )
-    rules = {f.rule for f in review_code(source, asset_args=["labels"])}
-    assert "raw-asset-return" in rules and "medsyft-runtime" in rules
+    flags = review_code(source, asset_args=["labels"])
+    assert {(f.rule, f.severity) for f in flags} >= {("raw-asset-return", "high"),
+                                                    ("medsyft-lookalike", "high")}
+    assert "medsyft-runtime" not in {f.rule for f in flags}
+
+
+# -- medsyft's templates and lookalikes --------------------------------------------------------
+
+
+def _templates() -> list[tuple[str, str, str]]:
+    """The job and release code exactly as the orchestrator submits it."""
+    from domains.training.templates import job_source, release_function_name, release_source
+    from orchestrator.submit import TEMPLATE
+
+    job = TEMPLATE.format(job_id="abc123", function="medsyft_job_abc123", limit=4)
+    assert job == job_source(job_id="abc123", limit=4)
+    release = release_source(job_id="abc123")
+    return [("job", job, "medsyft_job_abc123"), ("release", release, release_function_name("abc123"))]
+
+
+def _as_pysyft_stores(source: str) -> str:
+    """PySyft keeps only the decorated function (``inspect.getsource``), not the module."""
+    return source[source.index("@sy.syft_function"):]
+
+
+@pytest.mark.parametrize("stored", [False, True], ids=["whole-file", "as-pysyft-stores"])
+@pytest.mark.parametrize("kind", ["job", "release"])
+def test_review_medsyft_templates_get_only_the_runtime_info(kind: str, stored: bool) -> None:
+    _, source, function = next(t for t in _templates() if t[0] == kind)
+    source = _as_pysyft_stores(source) if stored else source
+    flags = review_code(source, asset_args=["labels"], function_name=function)
+    assert [(f.rule, f.severity) for f in flags] == [("medsyft-runtime", "info")]
+    assert "domains.training.runtime.run_" in flags[0].message
+
+
+def test_review_template_with_one_statement_changed_is_a_lookalike() -> None:
+    for _, source, function in _templates():
+        changed = source.replace("(labels, job, payload)\n'", "(labels, job, {})\n'").replace(
+            "return run_task(labels, job, payload)", "return run_task(labels, job, {})").replace(
+            "return run_release(labels, release, payload)", "return run_release(labels, {}, payload)")
+        flags = review_code(changed, asset_args=["labels"], function_name=function)
+        assert [(f.rule, f.severity) for f in flags] == [("medsyft-lookalike", "high")]
+
+
+def test_review_renamed_exact_template_is_still_medsyfts() -> None:
+    _, source, _ = _templates()[0]
+    renamed = _as_pysyft_stores(source).replace("medsyft_job_abc123", "my_job")
+    assert [f.rule for f in review_code(renamed, asset_args=["labels"])] == ["medsyft-runtime"]
+
+
+def test_review_lookalike_message_names_the_first_difference() -> None:
+    _, source, function = _templates()[0]
+    stored = _as_pysyft_stores(source)
+    hostile = stored.replace("    return run_task(", "    import os\n    return run_task(")
+    flags = review_code(hostile, asset_args=["labels"], function_name=function)
+    (flag,) = [f for f in flags if f.rule == "medsyft-lookalike"]
+    line = hostile.splitlines().index("    import os") + 1
+    assert flag.severity == "high"
+    assert flag.message.startswith("looks like a medsyft job but differs from medsyft's "
+                                   f"template: line {line}: `import os` where the template has "
+                                   "`return run_task(labels, job, payload)`")
+    assert "medsyft-runtime" not in {f.rule for f in flags}
+
+
+# -- the corpus: hostile code must never get only info, ordinary code no high ------------------
+
+SERIOUS = ("high", "medium")
+
+
+def _describe(flags: list[Flag]) -> str:
+    return "; ".join(f"{f.severity} {f.rule}: {f.message}" for f in flags) or "no flags"
+
+
+@pytest.mark.parametrize("sample", review_corpus.MALICIOUS, ids=lambda s: s.name)
+def test_review_corpus_hostile_sample_is_flagged(sample: review_corpus.Sample) -> None:
+    flags = review_code(sample.source, asset_args=sample.assets, function_name=sample.function)
+    hits = [f for f in flags if f.severity in SERIOUS and f.rule in sample.expect]
+    assert hits, f"{sample.name}: expected high/medium {sample.expect}, got {_describe(flags)}"
+
+
+@pytest.mark.parametrize("sample", review_corpus.BENIGN, ids=lambda s: s.name)
+def test_review_corpus_benign_sample_gets_no_high_or_medium(sample: review_corpus.Sample) -> None:
+    flags = review_code(sample.source, asset_args=sample.assets, function_name=sample.function)
+    assert [f for f in flags if f.severity in SERIOUS] == [], _describe(flags)
+
+
+def test_review_corpus_covers_every_class_of_attack() -> None:
+    names = [s.name for s in review_corpus.MALICIOUS]
+    assert len(names) >= 60 and len(set(names)) == len(names)
+    covered = {rule for s in review_corpus.MALICIOUS for rule in s.expect}
+    assert covered >= {"file-read", "file-write", "environment", "deserialization", "internals",
+                       "dynamic-access", "dynamic-import", "eval-exec", "subprocess", "network",
+                       "background", "single-image-return", "per-image-return",
+                       "raw-asset-return", "log-leak", "medsyft-lookalike"}
+
+
+# -- the analysis underneath -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("setup", "expression", "expected"), [
+    ("import os\no = os", "o.system", "os.system"),
+    ("g = getattr\nimport os", "g(os, 'system')", "os.system"),
+    ("import os", "getattr(os, 'sys' + 'tem')", "os.system"),
+    ("import os", "getattr(os, bytes.fromhex('73797374656d').decode())", "os.system"),
+    ("import os\nimport base64", "getattr(os, base64.b64decode('c3lzdGVt').decode())", "os.system"),
+    ("import os", "getattr(os, ''.join(chr(c) for c in (115, 121, 115, 116, 101, 109)))",
+     "os.system"),
+    ("import os, operator", "operator.attrgetter('system')(os)", "os.system"),
+    ("import os", "vars(os)['system']", "os.system"),
+    ("import os", "os.__dict__.get('system')", "os.system"),
+    ("import sys", "sys.modules['os'].system", "os.system"),
+    ("", "globals()['__builtins__']", "builtins"),
+    ("", "__builtins__.__dict__['eval']", "eval"),
+    ("", "__import__('subpro' + 'cess')", "subprocess"),
+    ("import os\ndef run(m):\n    return m\nrun(os)", "m.popen", "os.popen"),
+    ("import os\ndef g(m=os):\n    pass", "m.system", "os.system"),
+    ("import os\nclass C:\n    o = os", "C.o.system", "os.system"),
+    ("import os\nd = {'o': os}", "d['o'].system", "os.system"),
+    ("import os\nfor m in (os,):\n    pass", "m.system", "os.system"),
+])
+def test_resolver_follows_aliases_chains_and_built_names(setup: str, expression: str,
+                                                         expected: str) -> None:
+    import ast
+
+    from domains.review_names import Resolver
+
+    tree = ast.parse(f"{setup}\nprobe = {expression}\n")
+    probe = tree.body[-1]
+    assert isinstance(probe, ast.Assign)
+    assert expected in Resolver(tree).names(probe.value)
+
+
+@pytest.mark.parametrize("expression", [
+    "'a' * 10 ** 9",
+    "'%999999999d' % 1",
+    "'%*d' % (999999999, 1)",
+    "'x'.zfill(10 ** 9)",
+    "('a' * 99999).replace('a', 'aaaa')",
+    "'{:>999999999}'.format('a')",
+    "'{0.__class__}'.format('a')",
+    "payload['name']",
+    "zlib.decompress(zlib.compress(b'0' * 10 ** 8))",
+])
+def test_resolver_leaves_huge_or_unknown_strings_unknown(expression: str) -> None:
+    import ast
+
+    from domains.review_names import Resolver
+
+    tree = ast.parse(f"import zlib\nprobe = {expression}\n")
+    probe = tree.body[-1]
+    assert isinstance(probe, ast.Assign)
+    values = Resolver(tree).values(probe.value)
+    assert values is None or all(len(v) <= 100_000 for v in values if isinstance(v, str | bytes))
+
+
+@pytest.mark.parametrize("body", [
+    "return float(images[0].mean())",
+    "return images[3, :, :].sum()",
+    "return images[-1:].std()",
+    "import numpy as np\nreturn np.mean(images[cfg['i']])",
+    "for img in images:\n    last = img.max()\nreturn last",
+    "x = images[:1]\nreturn float(x.mean())",
+    "return images.ravel()[:784].mean()",
+])
+def test_rule_single_image_return_positive(body: str) -> None:
+    assert "single-image-return" in rules(body)
+
+
+@pytest.mark.parametrize("body", [
+    "return images[:, 0].mean()",
+    "return images[..., 0].mean()",
+    "return images[labels.reshape(-1) == 1].mean()",
+    "return images[: len(images) // 2].mean()",
+    "return sum(img.mean() for img in images) / len(images)",
+    "total = 0\nfor xb in images:\n    total = total + xb.sum()\nreturn total",
+    "return images.reshape(len(images), -1)[:, 0].mean()",
+    "import numpy as np\nreturn float(images[np.random.permutation(len(images))].mean())",
+])
+def test_rule_single_image_return_negative(body: str) -> None:
+    assert rules(body) == set()
+
+
+@pytest.mark.parametrize(("body", "severity"), [
+    ("print(images)", "high"),
+    ("print(images[0].mean())", "medium"),
+    ("import warnings\nwarnings.warn(str(labels.tolist()))", "medium"),
+    ("assert images.max() < 10, images[:2]", "high"),
+])
+def test_rule_log_leak_positive(body: str, severity: str) -> None:
+    flags = [f for f in review(body + "\nreturn 0") if f.rule == "log-leak"]
+    assert [f.severity for f in flags] == [severity]
+    assert "shows a job's printed output" in flags[0].message
+
+
+@pytest.mark.parametrize("body", [
+    "print(len(images), float(images.mean()))",
+    "import numpy as np\nx = np.log(images + 1)",
+    "raise ValueError(f'expected 2 classes, got {len(set(cfg))}')",
+])
+def test_rule_log_leak_negative(body: str) -> None:
+    assert "log-leak" not in rules(body + "\nreturn 0")
+
+
+def test_review_decoded_exec_is_reviewed_at_the_call_line() -> None:
+    flags = review("""
+        import base64
+        code = base64.b64decode("aW1wb3J0IHNvY2tldA==")
+        exec(code)
+        return 0
+    """)
+    inner = [f for f in flags if f.rule == "network"]
+    assert [(f.line, f.severity) for f in inner] == [(5, "high")]
+    assert inner[0].message.startswith("in the code exec runs at line 5 (its line 1): imports socket")
+
+
+def test_review_getattr_with_computed_name_is_high_dynamic_access() -> None:
+    flags = [f for f in review("return getattr(images, cfg['name'])()") if f.rule == "dynamic-access"]
+    assert [f.severity for f in flags] == ["high"]
+    assert "the reviewer cannot see what runs" in flags[0].message
+
+
+def test_review_top_level_code_is_flagged() -> None:
+    flags = review_code("x = open('/tmp/x')\n\ndef f(images):\n    return images.mean()\n",
+                        asset_args=["images"])
+    assert ("top-level-code", "medium") in {(f.rule, f.severity) for f in flags}

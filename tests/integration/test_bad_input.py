@@ -19,7 +19,9 @@ from support import (
     run_cli,
     run_cli_subprocess,
     write_dicom_folder,
+    write_npz_bomb,
     write_png_folder,
+    write_png_header,
 )
 
 pytestmark = pytest.mark.slow
@@ -59,7 +61,7 @@ def _bad_sources(tmp: Path) -> list[tuple[str, list[str], list[str]]]:
 
     empty = tmp / "empty"
     empty.mkdir()
-    return [
+    return [*_hostile_sources(tmp),
         ("truncated png", ["--source", str(truncated), "--format", "folder"], ["1.png"]),
         ("non-DICOM .dcm", ["--source", str(not_dicom), "--format", "dicom"], ["img1.dcm"]),
         ("labels.csv names missing file", ["--source", str(missing), "--format", "dicom"],
@@ -76,6 +78,40 @@ def _bad_sources(tmp: Path) -> list[tuple[str, list[str], list[str]]]:
     ]
 
 
+def _hostile_sources(tmp: Path) -> list[tuple[str, list[str], list[str]]]:
+    """Sources built to hurt the datasite's host: bombs, links out of the folder, odd labels."""
+    declared = write_npz_bomb(tmp / "declared.npz", declared=64 << 30)  # a few KiB on disk
+    zeros = write_npz_bomb(tmp / "zeros.npz", real=16 << 20)  # 16 MiB of zeros in ~16 KiB
+
+    write_png_folder(tmp / "outside" / "b", {"x": [(32, 32)]})
+    linked = write_png_folder(tmp / "linked", {"a": [(32, 32)] * 2})
+    (linked / "b").symlink_to(tmp / "outside" / "b" / "x")
+
+    escaping = write_dicom_folder(tmp / "escaping", ["a", "b"])
+    with (escaping / "labels.csv").open("a") as fh:
+        fh.write("../outside/secret.dcm,a\n")
+
+    huge = write_png_folder(tmp / "huge", {"a": [(32, 32)] * 2, "b": [(32, 32)]})
+    write_png_header(huge / "b" / "huge.png", 15000, 15000)
+    plain = write_png_folder(tmp / "plain", {"a": [(32, 32)], "b": [(32, 32)]})
+    uncertain = write_dicom_folder(tmp / "uncertain", ["0", "-1", "0", "-1"])
+    return [
+        ("npz declaring 64 GiB", ["--source", str(declared)],
+         ["declared.npz", "64.0 GiB", "before expanding"]),
+        ("npz of zeros", ["--source", str(zeros)], ["zeros.npz", "expands", "--max-npz-ratio"]),
+        ("npz over a lowered limit", ["--source", str(zeros), "--max-npz-ratio", "2000",
+                                      "--max-npz-bytes", "8M"], ["zeros.npz", "above the limit of 8.0 MiB"]),
+        ("class folder linked outside", ["--source", str(linked)],
+         ["linked/b", "resolves outside the source"]),
+        ("labels.csv row ../", ["--source", str(escaping)], ["secret.dcm", "points outside the source"]),
+        ("Pillow decompression bomb", ["--source", str(huge)], ["huge.png", "225,000,000 pixels"]),
+        ("--max-pixels", ["--source", str(plain), "--max-pixels", "1000"], ["32x32", "--max-pixels"]),
+        ("label -1 beside 0", ["--source", str(uncertain)], ["'-1'", "--label-names=-1:NAME,0:NAME"]),
+        ("--label-names mixing forms", ["--label-names", "a,1:b"], ["--label-names", "mixes"]),
+        ("--max-npz-bytes not a size", ["--max-npz-bytes", "lots"], ["--max-npz-bytes", "8G"]),
+    ]
+
+
 def test_bad_publish_inputs_are_refused_and_lose_nothing(
     site: Any, baseline: dict[str, str], tmp_path: Path
 ) -> None:
@@ -88,6 +124,20 @@ def test_bad_publish_inputs_are_refused_and_lose_nothing(
     after = owner_images(site)
     assert {k: after[k] for k in baseline} == baseline  # every earlier dataset intact
     assert set(after) == set(baseline)  # and nothing half published
+
+
+def test_label_minus_one_is_published_once_named(site: Any, baseline: dict[str, str],
+                                                 tmp_path: Path) -> None:
+    source = write_dicom_folder(tmp_path / "cxr", ["0", "-1", "1", "-1"])
+    before = owner_images(site)
+    args = ["domain", "publish", "--data-dir", str(site.data_dir.path), "--source", str(source),
+            "--name", "cxr-uncertain"]
+    _assert_one_line_error(run_cli(*args), "'-1'", "--label-names=-1:NAME,0:NAME,1:NAME")
+    assert owner_images(site) == before
+    result = run_cli(*args, "--label-names=-1:uncertain,0:normal,1:pneumonia")
+    assert result.code == 0, result.err
+    assert "(uncertain: 2, normal: 1, pneumonia: 1)" in result.out
+    assert set(owner_images(site)) == set(before) | {"cxr-uncertain"}
 
 
 def test_console_script_error_is_one_line(site: Any, baseline: dict[str, str]) -> None:

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from support import run_cli_subprocess
 
+from medsyft.demo import DEMO_ENTRIES, DEMO_MARKER
+
 pytestmark = pytest.mark.slow
 
 
@@ -24,3 +26,5 @@ def test_demo_prints_epsilon_and_wire_cost_and_releases_the_model(tmp_path: Path
     assert "released and unmasked" in out and (tmp_path / "demo/run/release/model.npz").exists()
     assert "federated vs centralized" in out and (tmp_path / "demo/run/curves.png").exists()
     assert "datasites stopped" in out
+    made = {p.name for p in (tmp_path / "demo").iterdir()}
+    assert DEMO_MARKER in made and made <= DEMO_ENTRIES  # so a rerun may replace all of it

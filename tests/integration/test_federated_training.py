@@ -211,3 +211,78 @@ def test_stopped_site_is_skipped_then_quorum_stops_the_job(federation: dict[str,
             strict.run(progress=False)
     finally:
         sites[2] = Datasite.deploy(down.data_dir.path, name=None, port=port)
+
+
+def test_calls_run_in_order_and_a_failure_on_private_data_is_final(federation: dict[str, Any]) -> None:
+    """A hostile scientist calls out of order, then makes training fail and retries it."""
+    import numpy as np
+
+    from orchestrator.runner import call_site
+
+    job = new_job(federation, "hostile-calls", rounds=2)
+    job.submit()
+    approve_all(federation["sites"], only=("h1",))
+    state = job.state()
+    site, fn = job.sites[0], state.submissions[0].function
+    labels = site.asset("chest", "labels")
+    early = call_site(site, fn, labels, None, {"call": 2, "weights": None})
+    assert early.status == "error" and "needs call 1 to have completed" in early.error
+    from domains.training.models import build_model
+    from domains.training.weights import flatten, get_weights
+
+    spec = state.spec
+    vector, _ = flatten(get_weights(build_model(spec.model, in_channels=spec.in_channels,
+                                                num_classes=spec.num_classes, image_size=spec.image_size)))
+    poisoned = np.full_like(vector, np.nan)
+    failed = call_site(site, fn, labels, None, {"call": 1, "weights": poisoned})
+    assert failed.status == "error" and "PrivateComputationFailed" in failed.error
+    assert "nan" not in failed.error.lower() and "reference" in failed.error  # nothing data-dependent
+    retry = call_site(site, fn, labels, None, {"call": 1, "weights": vector})
+    assert retry.status == "error" and "already failed" in retry.error
+    log = (site_dir(federation, "h1") / "datasite.log").read_text()
+    assert failed.error.rsplit("reference ", 1)[1][:8] in log  # the owner can find the reason
+    entries = [json.loads(x) for x in (site_dir(federation, "h1") / "jobs" / spec.job_id
+                                       / "ledger.jsonl").read_text().splitlines()]
+    assert [(e["call"], e["state"]) for e in entries] == [(1, "started"), (1, "failed")]
+
+
+def site_dir(fed: dict[str, Any], name: str) -> Path:
+    return fed["root"] / name
+
+
+def test_custom_code_runs_only_when_the_site_policy_allows_it(federation: dict[str, Any],
+                                                              tmp_path: Path) -> None:
+    """Code that is not medsyft's template: refused at approval, and at execution even when
+    approved through PySyft's own button; allowed only with the policy and the flag."""
+    from support import login, owner_images, submit_code
+
+    h2 = federation["sites"][1]
+    password = (federation["root"] / "secrets" / "h2.txt").read_text()
+    client = login(h2.url, "ds@lab.example", password)
+    source = ("@sy.syft_function_single_use(images=asset)\n"
+              "def image_count(images):\n    return len(images)\n")
+    request = submit_code(client, source, dataset="chest", function="image_count", tmp=tmp_path)
+    rid, data_dir = str(request.id), str(h2.data_dir.path)
+    refused = run_cli("domain", "approve", "--data-dir", data_dir, rid)
+    assert refused.code == 2 and refused.err.count("\n") == 1
+    assert "not medsyft's own job or release code" in refused.err
+    review = run_cli("domain", "review", "--data-dir", data_dir, rid)
+    assert "CUSTOM CODE" in review.out and "ARBITRARY" in review.out
+    # The owner presses PySyft's own approve button: the datasite still refuses to run it.
+    from domains.connection import admin_client, quiet
+
+    with quiet():
+        admin = admin_client(h2.data_dir)
+        next(r for r in admin.requests if str(r.id) == rid).approve(disable_warnings=True)
+        with pytest.raises(Exception, match=r"medsyft site policy: .*custom code"):
+            client.code.image_count(images=client.datasets["chest"].assets["images"])
+    flag_only = run_cli("domain", "approve", "--data-dir", data_dir, rid, "--allow-custom-code")
+    assert flag_only.code == 2 and "does not allow custom code" in flag_only.err
+    assert run_cli("domain", "policy", "--data-dir", data_dir, "--allow-custom-code", "on").code == 0
+    assert run_cli("domain", "approve", "--data-dir", data_dir, rid, "--allow-custom-code").code == 0
+    with quiet():
+        ran = client.code.image_count(images=client.datasets["chest"].assets["images"]).get()
+    assert ran == len(owner_images(h2, "chest"))  # it ran on the private asset
+    assert run_cli("domain", "policy", "--data-dir", data_dir, "--allow-custom-code", "off").code == 0
+    with quiet(), pytest.raises(Exception, match="medsyft site policy"):
+        client.code.image_count(images=client.datasets["chest"].assets["images"])

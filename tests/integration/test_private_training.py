@@ -52,12 +52,13 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
 
 
 def write_config(fed: dict[str, Any], run: str, *, sites: tuple[str, ...] = NAMES,
-                 public: Path | None = None, dataset: str = "chest", rounds: int = ROUNDS) -> Path:
+                 public: Path | None = None, dataset: str = "chest", rounds: int = ROUNDS,
+                 he: bool = True) -> Path:
     lines = ["[job]", f'dataset = "{dataset}"', 'model = "small-cnn"', f"rounds = {rounds}",
              f"local_epochs = {EPOCHS}", f"batch_size = {BATCH}", "lr = 0.01", "min_sites = 1",
              "round_timeout = 120", "approval_timeout = 30", f'run_dir = "{run}"', "",
              "[privacy]", f"noise_multiplier = {SIGMA}", f"eval_noise_multiplier = {EVAL_SIGMA}",
-             f'he_public_key = "{public or fed["public"]}"']
+             f'he_public_key = "{public or fed["public"]}"' if he else "he = false"]
     for site in fed["sites"]:
         if site.config.name in sites:
             lines += ["", "[[sites]]", f'name = "{site.config.name}"', f'url = "{site.url}"',
@@ -100,7 +101,8 @@ def test_review_shows_the_jobs_epsilon_and_its_key(trained: dict[str, Any]) -> N
         text = "\n".join(review.privacy.lines)
         assert f"noise σ={SIGMA:.3f}" in text and "this job alone: ε=" in text
         assert "budget ε=10" in text and f"under key {trained['job'].he_context.key_id[:8]}" in text
-        assert not review.privacy.warnings
+        assert len(review.privacy.warnings) == 1  # no roster in this job: the owner is told so
+        assert "sums are NOT verifiable" in review.privacy.warnings[0]
 
 
 def test_orchestrator_holds_no_secret_key_and_no_plaintext_model(trained: dict[str, Any]) -> None:
@@ -157,6 +159,45 @@ def test_reported_epsilon_equals_opacus_recomputation(trained: dict[str, Any],
         assert shown.code == 0 and f"{expected:.4f}" in shown.out
 
 
+def test_a_release_naming_fewer_sites_than_the_roster_is_refused(trained: dict[str, Any],
+                                                                federation: dict[str, Any]) -> None:
+    """The attack: a scientist asks one hospital for a release that says it is the only site."""
+    from support import login
+
+    from domains.connection import admin_client, quiet
+    from domains.training.templates import release_function_name, release_source
+    from orchestrator.runner import call_site
+    from orchestrator.site import Site
+    from orchestrator.submit import load_submitted
+
+    job, p1 = trained["job"], federation["sites"][0]
+    spec = job.state().spec
+    password = p1.add_scientist("mallory@lab.example")
+    mallory = Site("p1", p1.url, login(p1.url, "mallory@lab.example", password), "p1")
+    path = job.run_dir.path.parent / "mallory" / f"{release_function_name(spec.job_id)}.py"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(release_source(job_id=spec.job_id))
+    lone = {"job": spec.to_dict(), "site_index": 0, "n_sites": 1, "sites": ["p1"]}
+    function = load_submitted(path, mallory, "chest", module_name="mallory_release",
+                              constants={"release_spec": lone})
+    with quiet():
+        request = mallory.client.code.request_code_execution(function)
+    rid = str(request.id)
+    review = RequestBook(p1.data_dir).review(rid)
+    assert review.verdict.kind == "release"  # medsyft's own template: only the constant lies
+    assert any("roster is ['p1', 'p2', 'p3']" in w for w in review.privacy.warnings)
+    refused = run_cli("domain", "approve", "--data-dir", str(p1.data_dir.path), rid)
+    assert refused.code == 2 and "every one of them must take part" in refused.err
+    with quiet():  # the owner presses PySyft's own button anyway: the datasite still refuses
+        next(r for r in admin_client(p1.data_dir).requests if str(r.id) == rid).approve(
+            disable_warnings=True)
+    final = job.run_dir.load_global(spec.rounds)
+    outcome = call_site(mallory, release_function_name(spec.job_id), mallory.asset("chest", "labels"),
+                        None, {"final": final.to_dict()}, constant_name="release")
+    assert outcome.status == "error" and "approved job's roster is ['p1', 'p2', 'p3']" in outcome.error
+    assert "share" not in outcome.result
+
+
 def test_release_needs_every_owner_and_gives_the_sites_model(trained: dict[str, Any],
                                                              federation: dict[str, Any]) -> None:
     from domains.datadir import DataDir
@@ -189,14 +230,14 @@ def test_dp_constants_cannot_change_and_foreign_ciphertexts_are_refused(
     from orchestrator.runner import call_site
     from privacy.he import EncryptedVector, load_context
 
-    job = new_job(federation, "tamper", sites=("p1",), rounds=1)
+    job = new_job(federation, "tamper", sites=("p1", "p2"), rounds=1)
     job.submit()
     approve_all(federation["sites"], only=("p1",))
     state = job.state()
     site, fn = job.sites[0], state.submissions[0].function
     labels = site.asset("chest", "labels")
     approved = state.spec.to_dict()
-    first = call_site(site, fn, labels, approved, {"call": 1, "weights": None, "weight": 1.0})
+    first = call_site(site, fn, labels, approved, {"call": 1, "weights": None, "weight": 0.5})
     assert first.status == "ok", first.error
     foreign = load_context(federation["other_secret"]).encrypt_weighted(
         np.zeros(first.result["weights"]["length"], np.float32), weight=1.0, bound=4.0)
@@ -204,7 +245,11 @@ def test_dp_constants_cannot_change_and_foreign_ciphertexts_are_refused(
     assert refused.status == "error" and "KeyMismatch" in refused.error and "key" in refused.error
     dp = replace(state.spec.dp, noise_multiplier=0.01, max_grad_norm=100.0)
     tampered = replace(state.spec, dp=dp, train=replace(state.spec.train, epochs=50)).to_dict()
-    final = job.he_context.aggregate([EncryptedVector.from_dict(first.result["weights"])])
+    alone = job.he_context.aggregate([EncryptedVector.from_dict(first.result["weights"])])
+    one = call_site(site, fn, labels, approved, {"call": 2, "weights": alone.to_dict()})
+    assert one.status == "error" and "fewer than the 2 this job was approved with" in one.error
+    part = EncryptedVector.from_dict(first.result["weights"])
+    final = job.he_context.aggregate([part, part])
     ok = call_site(site, fn, labels, tampered, {"call": 2, "weights": final.to_dict()})
     assert ok.status == "ok", ok.error
     assert ok.result["privacy"]["noise_multiplier"] == SIGMA  # the approved σ, not the tampered one
@@ -213,12 +258,12 @@ def test_dp_constants_cannot_change_and_foreign_ciphertexts_are_refused(
 def test_job_from_another_key_fails_with_a_clear_error(federation: dict[str, Any]) -> None:
     from orchestrator.errors import QuorumLost
 
-    job = new_job(federation, "otherkey", sites=("p2",), public=federation["other_public"], rounds=1)
+    job = new_job(federation, "otherkey", sites=("p2", "p3"), public=federation["other_public"], rounds=1)
     job.submit()
     book = RequestBook(federation["sites"][1].data_dir)
-    pending = book.table().query("status == 'pending'")["id"].iloc[0]
+    pending = job.state().submissions[0].request_id
     assert any("its calls will be refused" in w for w in book.review(pending).privacy.warnings)
-    approve_all(federation["sites"], only=("p2",))
+    approve_all(federation["sites"], only=("p2", "p3"))
     with pytest.raises(QuorumLost, match="was encrypted for key"):
         job.run(progress=False)
 
@@ -226,15 +271,15 @@ def test_job_from_another_key_fails_with_a_clear_error(federation: dict[str, Any
 def test_resume_under_he_continues_from_the_encrypted_checkpoint(federation: dict[str, Any]) -> None:
     from privacy.he import EncryptedVector
 
-    job = new_job(federation, "resume", sites=("p3",), rounds=2)
+    job = new_job(federation, "resume", sites=("p2", "p3"), rounds=2)
     job.submit()
-    approve_all(federation["sites"], only=("p3",))
+    approve_all(federation["sites"], only=("p2", "p3"))
 
     run_and_crash_after_round_1(job)
     assert job.state().completed_round == 1
     assert isinstance(job.run_dir.load_global(1), EncryptedVector)
-    resumed = new_job(federation, "resume", sites=("p3",), rounds=2).run(progress=False)
-    assert list(resumed.history["round"]) == [1, 2]
+    resumed = new_job(federation, "resume", sites=("p2", "p3"), rounds=2).run(progress=False)
+    assert list(resumed.history["round"]) == [1, 1, 2, 2]  # two sites, each round once
     assert ledger_calls(federation["root"], "p3", resumed.spec.job_id) == [1, 2, 3]
 
 
@@ -302,7 +347,7 @@ def test_over_budget_job_cannot_be_approved_and_ledger_survives_restart(
     out = run_cli("domain", "publish", "--data-dir", str(p1.data_dir.path), "--name", "tiny",
                   "--count", "300", "--epsilon-budget", "0.5")
     assert out.code == 0 and "privacy budget ε=0.5" in out.out
-    job = new_job(federation, "greedy", sites=("p1",), dataset="tiny")
+    job = new_job(federation, "greedy", sites=("p1",), dataset="tiny", he=False)
     job.submit()
     book = RequestBook(p1.data_dir)
     pending = book.table().query("status == 'pending'")["id"].iloc[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,101 @@ def test_train_cli_unreachable_site_is_one_line(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setenv("PW_A", "whatever")
     result = run_cli("train", "--config", str(write(tmp_path, 'dataset = "c"')))
     assert result.code == 2 and "does not answer at http://127.0.0.1:1" in result.err
+
+
+@pytest.mark.parametrize(
+    ("job", "privacy", "sites", "needle"),
+    [
+        ('rounds = "abc"', PRIVACY, SITE, "[job]: rounds must be an integer (got 'abc')"),
+        ('rounds = "3"', PRIVACY, SITE, "[job]: rounds must be an integer (got '3')"),
+        ("rounds = 2.5", PRIVACY, SITE, "[job]: rounds must be an integer (got 2.5)"),
+        ("rounds = true", PRIVACY, SITE, "[job]: rounds must be an integer (got True)"),
+        ('lr = "fast"', PRIVACY, SITE, "[job]: lr must be a number (got 'fast')"),
+        ("model = 18", PRIVACY, SITE, "[job]: model must be a string (got 18)"),
+        ("round_timeout = [1]", PRIVACY, SITE, "[job]: round_timeout must be a number (got [1])"),
+        ("", PRIVACY + 'dp = "no"\n', SITE, "[privacy]: dp must be true or false (got 'no')"),
+        ("", PRIVACY + 'noise_multiplier = "1.0"\n', SITE,
+         "[privacy]: noise_multiplier must be a number (got '1.0')"),
+        ("", "[privacy]\nhe_public_key = 7\n", SITE, "[privacy]: he_public_key must be a string (got 7)"),
+        ("", PRIVACY, SITE.replace('name = "a"', "name = 1"), "[[sites]] #1: name must be a string (got 1)"),
+        ("", PRIVACY + '[baseline]\ncount = "many"\n', SITE,
+         "[baseline]: count must be an integer (got 'many')"),
+        ("", PRIVACY + "[baseline]\nimage_size = 28.0\n", SITE,
+         "[baseline]: image_size must be an integer (got 28.0)"),
+    ],
+)
+def test_config_type_errors_name_the_key(
+    tmp_path: Path, job: str, privacy: str, sites: str, needle: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, f'dataset = "c"\n{job}', sites, privacy))
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_config_numbers_accept_integers(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, 'dataset = "c"\nlr = 1\nround_timeout = 60',
+                               privacy=PRIVACY + "max_grad_norm = 2\n"))
+    assert config.lr == 1 and config.round_timeout == 60 and config.privacy.max_grad_norm == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ('[job]\ndataset = "c"\nround = 3\n' + PRIVACY + SITE,
+         "unknown key(s) ['round']; did you mean 'rounds'?"),
+        ('[job]\ndataset = "c"\n' + PRIVACY + "noise_multipler = 2.0\n" + SITE,
+         "[privacy]: unknown key(s) ['noise_multipler']; did you mean 'noise_multiplier'?"),
+        ('[job]\ndataset = "c"\n' + PRIVACY + SITE.replace("email", "mail"),
+         "[[sites]] #1: unknown key(s) ['mail']; did you mean 'email'?"),
+        ('[job]\ndataset = "c"\n' + PRIVACY + "[privcy]\ndp = false\n" + SITE,
+         "unknown table or key(s) ['privcy']; did you mean [privacy]?"),
+        ('[job]\ndataset = "c"\n[site]\nname = "a"\n',
+         "unknown table or key(s) ['site']; did you mean [[sites]]?"),
+        ('job = 3\n', "[job] must be a table (got job = 3)"),
+        ('[job]\ndataset = "c"\n[sites]\nname = "a"\n', "sites must be [[sites]] tables"),
+        ('privacy = 1\n[job]\ndataset = "c"\n' + SITE, "[privacy] must be a table"),
+    ],
+)
+def test_config_unknown_or_misshapen_tables(tmp_path: Path, text: str, needle: str) -> None:
+    path = tmp_path / "job.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert needle in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("job", "needle"),
+    [
+        ("batch_size = 0", "batch_size must be >= 1"),
+        ("lr = 0.0", "lr must be > 0"),
+        ("approval_timeout = -5", "approval_timeout must be > 0"),
+        ("val_fraction = 1.0", "val_fraction must be in (0, 1)"),
+    ],
+)
+def test_config_value_errors_name_the_key(tmp_path: Path, job: str, needle: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        load_config(write(tmp_path, f'dataset = "c"\n{job}'))
+
+
+def test_train_cli_type_error_is_one_line(tmp_path: Path) -> None:
+    result = run_cli("train", "--config", str(write(tmp_path, 'dataset = "c"\nrounds = "abc"')))
+    assert result.code == 2 and result.err.count("\n") == 1
+    assert "rounds must be an integer (got 'abc')" in result.err and "Traceback" not in result.err
+
+
+def test_config_roster_is_a_path_and_a_bad_roster_file_is_one_line(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, 'dataset = "c"', privacy=PRIVACY + 'roster = "keys/roster.json"\n'))
+    assert config.privacy.roster_path(config.base_dir) == tmp_path / "keys/roster.json"
+    off = load_config(write(tmp_path, 'dataset = "c"', privacy='[privacy]\nhe = false\nroster = "r.json"\n'))
+    assert off.privacy.roster_path(off.base_dir) is None  # no HE: nothing to verify
+    for bad, needle in (("roster = 7", "roster must be a string (got 7)"),
+                        ('roster = ""', "roster must be the path of roster.json"),
+                        ('rooster = "r.json"', "did you mean 'roster'?")):
+        with pytest.raises(ConfigError, match=re.escape(needle)):
+            load_config(write(tmp_path, 'dataset = "c"', privacy=PRIVACY + bad + "\n"))
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "roster.json").write_text('{"role": "roster"}')
+    path = write(tmp_path, 'dataset = "c"', privacy=PRIVACY + 'roster = "keys/roster.json"\n')
+    result = run_cli("train", "--config", str(path))
+    assert result.code == 2 and result.err.count("\n") == 1 and "[privacy] roster:" in result.err

@@ -8,7 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from domains.training.errors import ExecutionLimitReached
+from domains.training.errors import (
+    CallNotRepeatable,
+    CallOutOfOrder,
+    ExecutionLimitReached,
+    LedgerCorrupt,
+    PrivateComputationFailed,
+    TrainingError,
+)
 from domains.training.ledger import JobLedger
 from privacy.he import EncryptedVector, init_keys, load_context
 
@@ -47,3 +54,73 @@ def test_result_stored_by_an_older_version_still_replays(tmp_path: Path, encrypt
     np.savez(ledger.dir / "call-1.npz", __meta__=np.array(json.dumps(meta)), **chunks)
     replayed = ledger.run(1, lambda: pytest.fail("a stored call must not run again"))
     assert EncryptedVector.from_dict(replayed["weights"]) == encrypted
+
+
+# -- order, attempts and failures ---------------------------------------------------------
+def _ok(call: int) -> dict:
+    return {"task": "train", "n_train": 1, "weights": None, "call": call}
+
+
+def test_calls_run_in_order_unless_earlier_ones_are_given_up(tmp_path: Path) -> None:
+    ledger = JobLedger(tmp_path, "job", max_calls=4)
+    with pytest.raises(CallOutOfOrder, match="needs call 2"):
+        ledger.run(3, lambda: pytest.fail("call 3 must wait for calls 1 and 2"))
+    ledger.run(1, lambda: _ok(1))
+    ledger.run(3, lambda: _ok(3), skipped=[2])  # the orchestrator gave call 2 up for this site
+    with pytest.raises(CallNotRepeatable, match=r"call 2 .* was skipped"):
+        ledger.run(2, lambda: pytest.fail("a skipped call never runs later"))
+    assert ledger.states() == {1: "done", 2: "skipped", 3: "done"}
+
+
+def test_a_failed_call_is_recorded_and_never_retried(tmp_path: Path) -> None:
+    ledger = JobLedger(tmp_path, "job", max_calls=3)
+
+    def fails() -> dict:
+        raise PrivateComputationFailed("call 1 failed while computing on private data")
+
+    with pytest.raises(PrivateComputationFailed):
+        ledger.run(1, fails)
+    with pytest.raises(CallNotRepeatable, match="already failed"):
+        ledger.run(1, lambda: pytest.fail("a failed call must not train again"))
+    assert [(e["call"], e["state"]) for e in ledger.entries()] == [(1, "started"), (1, "failed")]
+    ledger.run(2, lambda: _ok(2))  # the job goes on: the failed call counts as resolved
+
+
+def test_a_refusal_before_private_data_may_be_tried_again(tmp_path: Path) -> None:
+    ledger = JobLedger(tmp_path, "job", max_calls=2)
+
+    def refused() -> dict:
+        raise TrainingError("this datasite holds another HE key")
+
+    with pytest.raises(TrainingError):
+        ledger.run(1, refused)
+    assert ledger.run(1, lambda: _ok(1))["replayed"] is False
+    assert [e["state"] for e in ledger.entries()] == ["started", "refused", "started", "done"]
+
+
+def test_a_call_interrupted_by_a_crash_is_not_run_again(tmp_path: Path) -> None:
+    """A datasite killed during a call leaves only its 'started' line: it may have read data."""
+    ledger = JobLedger(tmp_path, "job", max_calls=2)
+    ledger._append({"call": 1, "state": "started"})
+    with pytest.raises(CallNotRepeatable, match="was interrupted"):
+        ledger.run(1, lambda: pytest.fail("an interrupted call must not train again"))
+    assert ledger.run(2, lambda: _ok(2))["replayed"] is False
+
+
+def test_a_damaged_ledger_is_named_never_reset(tmp_path: Path) -> None:
+    ledger = JobLedger(tmp_path, "job", max_calls=2)
+    ledger.run(1, lambda: _ok(1))
+    with ledger.path.open("a") as fh:
+        fh.write('{"call": 2, "sta')  # a truncated line
+    before = ledger.path.read_bytes()
+    with pytest.raises(LedgerCorrupt, match=r"ledger.jsonl line 3 is damaged"):
+        ledger.run(2, lambda: pytest.fail("nothing runs on a damaged ledger"))
+    assert ledger.path.read_bytes() == before
+
+
+def test_older_ledger_lines_without_a_state_read_as_done(tmp_path: Path) -> None:
+    ledger = JobLedger(tmp_path, "job", max_calls=2)
+    old = {"call": 1, "time": "2026-11-01T00:00:00+00:00", "task": "train"}
+    ledger.path.write_text(json.dumps(old) + "\n")
+    assert ledger.states() == {1: "done"}
+    ledger.run(2, lambda: _ok(2))
