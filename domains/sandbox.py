@@ -8,8 +8,8 @@ a fresh ``bwrap`` sandbox:
 - its inputs are *values*: the arrays and JSON values PySyft resolved for the call, written
   into a fresh 0700 job directory (``.npy`` without pickles, tagged JSON) that the sandbox
   sees read-only at ``/scratch/in``; nothing of ``DIR`` is bound;
-- read-only binds of ``/usr`` and of the Python install and site-packages only; the one
-  writable place is a size-limited tmpfs at ``/scratch`` (``/tmp`` points into it), plus a
+- read-only binds of ``/usr`` and of the Python install and site-packages only; the
+  writable places are size-limited tmpfs at ``/scratch`` and ``/tmp`` (the sandbox's own), plus a
   small ``/dev/shm``; the root and ``/dev`` are remounted read-only;
 - new user (uid 65534, no capabilities, no further user namespaces), pid (``/proc`` shows the
   sandbox's processes only), network (nothing but a loopback of its own), IPC, UTS and cgroup
@@ -53,8 +53,8 @@ SHM_BYTES = 64 << 20
 SANDBOX_ID = "65534"  # nobody
 # bwrap's own environment is /proc/1/environ inside the sandbox: nothing of the datasite's.
 _BWRAP_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
-_INSIDE_ENV = {"PATH": "/usr/bin:/bin", "HOME": "/scratch", "TMPDIR": "/scratch/tmp",
-               "LANG": "C.UTF-8", "MPLCONFIGDIR": "/scratch/tmp"}
+_INSIDE_ENV = {"PATH": "/usr/bin:/bin", "HOME": "/scratch", "TMPDIR": "/tmp",  # noqa: S108 - its own
+               "LANG": "C.UTF-8", "MPLCONFIGDIR": "/tmp"}  # noqa: S108 - the sandbox's own tmpfs
 _TOP_LEVEL = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 
 
@@ -204,14 +204,16 @@ def _options(limits: SandboxLimits, roots: list[str], job: Path) -> list[str]:
                "--clearenv"]
     for variable, value in _INSIDE_ENV.items():
         options += ["--setenv", variable, value]
-    options += ["--ro-bind", "/usr", "/usr", *_top_level(),
+    # /tmp, /scratch and /dev/shm here are the sandbox's own tmpfs, not the host's. /tmp comes
+    # first: a Python install under the host's /tmp (a venv in a temporary clone) is bound into it.
+    options += ["--size", str(limits.disk_mb << 20), "--tmpfs", "/tmp",  # noqa: S108
+                "--ro-bind", "/usr", "/usr", *_top_level(),
                 "--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
     for root in roots:
         options += ["--ro-bind", root, root]
     return [*options, "--dev", "/dev", "--proc", "/proc", "--size", str(limits.disk_mb << 20),
-            # /tmp and /dev/shm here are the sandbox's own, not the host's.
-            "--tmpfs", "/scratch", "--dir", "/scratch/tmp", "--symlink", "/scratch/tmp", "/tmp",  # noqa: S108
-            "--ro-bind", str(job), "/scratch/in", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm",  # noqa: S108
+            "--tmpfs", "/scratch", "--ro-bind", str(job), "/scratch/in",
+            "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm",  # noqa: S108 - the sandbox's own
             "--remount-ro", "/", "--remount-ro", "/dev", "--chdir", "/scratch"]
 
 

@@ -42,8 +42,8 @@ def _init_federation(args: argparse.Namespace) -> int:
     width = max(len(label) for label, _ in rows)
     for label, where in rows:
         print(f"  {label.ljust(width)} {where}")
-    print("each hospital deploys with --he-key NAME/hospital-secret.medsyftkey and keeps "
-          "NAME/site-keys.medsyftkey; once copied, delete the secrets here")
+    print("each hospital deploys with --he-key NAME/hospital-secret.medsyftkey --site-keys "
+          "NAME/site-keys.medsyftkey; the job.toml names roster.json; once copied, delete the secrets here")
     return 0
 
 

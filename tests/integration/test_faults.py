@@ -199,3 +199,34 @@ def test_a_damaged_training_store_is_named_never_used(federation: dict[str, Any]
         shutil.copyfile(backup, store)
         redeploy(f1)
     assert DataDir(f1.data_dir.path).is_initialized
+
+
+@pytest.mark.parametrize("damaged", ["call ledger", "ε ledger"])
+def test_a_damaged_ledger_on_a_running_datasite_is_named_never_reset(federation: dict[str, Any],
+                                                                     damaged: str) -> None:
+    """The call ledger and the ε ledger are read at every call: damage shows at once, by name."""
+    from orchestrator.runner import call_site
+
+    f2 = federation["sites"]["f2"]
+    job = submitted_and_approved(federation, f"ledger-{damaged.split()[0]}", rounds=2)
+    state, site = job.state(), next(s for s in job.sites if s.name == "f2")
+    fn, labels = state.submissions[1].function, site.asset("chest", "labels")
+    first = call_site(site, fn, labels, None, {"call": 1, "weights": None, "weight": 0.3})
+    assert first.status == "ok", first.error
+    path = (f2.data_dir.jobs_dir / state.spec.job_id / "ledger.jsonl" if damaged == "call ledger"
+            else f2.data_dir.path / "privacy" / "chest.json")
+    original = path.read_bytes()
+    path.write_bytes(original[: len(original) - 7])  # a write cut short
+    try:
+        from privacy.he import EncryptedVector
+
+        part = EncryptedVector.from_dict(first.result["weights"])
+        model = job.he_context.aggregate([part, part])  # two contributions, as the job requires
+        outcome = call_site(site, fn, labels, None, {"call": 2, "weights": model.to_dict(), "weight": 0.3})
+        assert outcome.status == "error"
+        expected = "LedgerCorrupt" if damaged == "call ledger" else "BudgetError"
+        assert expected in outcome.error and path.name in outcome.error, outcome.error
+        assert path.read_bytes() == original[: len(original) - 7]  # never reset or rewritten
+        assert not (f2.data_dir.jobs_dir / state.spec.job_id / "call-2.npz").exists()
+    finally:
+        path.write_bytes(original)
