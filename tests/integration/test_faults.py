@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import deploy_site, free_ports
+from support import approve_all, deploy_site, free_ports
 
 from domains.datadir import DataDir
-from domains.requests import RequestBook
 
 pytestmark = pytest.mark.slow
 
@@ -71,11 +70,7 @@ def submitted_and_approved(fed: dict[str, Any], run: str, rounds: int = 3) -> An
 
     job = FederatedJob(load_config(write_config(fed, run, rounds)))
     job.submit()
-    for site in fed["sites"].values():
-        book = RequestBook(site.data_dir)
-        for row in book.table().itertuples():
-            if row.status == "pending":
-                book.approve(row.id)
+    approve_all(list(fed["sites"].values()))
     return job
 
 

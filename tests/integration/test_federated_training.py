@@ -15,9 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import deploy_site, free_ports, ledger_calls, run_and_crash_after_round_1, run_cli
-
-from domains.requests import RequestBook
+from support import approve_all, deploy_site, free_ports, ledger_calls, run_and_crash_after_round_1, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -61,16 +59,6 @@ def write_config(fed: dict[str, Any], run: str, **job: Any) -> Path:
     path = fed["root"] / f"{run}.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def approve_all(sites: list[Any], only: tuple[str, ...] | None = None) -> None:
-    for site in sites:
-        if only is not None and site.config.name not in only:
-            continue
-        book = RequestBook(site.data_dir)
-        for row in book.table().itertuples():
-            if row.status == "pending":
-                book.approve(row.id)
 
 
 def new_job(fed: dict[str, Any], run: str, **job: Any) -> Any:

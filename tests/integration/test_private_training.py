@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support import deploy_site, free_ports, ledger_calls, run_and_crash_after_round_1, run_cli
+from support import approve_all, deploy_site, free_ports, ledger_calls, run_and_crash_after_round_1, run_cli
 
 from domains.requests import RequestBook
 
@@ -74,15 +74,6 @@ def new_job(fed: dict[str, Any], run: str, **kw: Any) -> Any:
     from orchestrator import FederatedJob, load_config
 
     return FederatedJob(load_config(write_config(fed, run, **kw)))
-
-
-def approve_all(sites: list[Any], only: tuple[str, ...] | None = None) -> None:
-    for site in sites:
-        if only is None or site.config.name in only:
-            book = RequestBook(site.data_dir)
-            for row in book.table().itertuples():
-                if row.status == "pending":
-                    book.approve(row.id)
 
 
 @pytest.fixture(scope="module")
