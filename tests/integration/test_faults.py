@@ -45,7 +45,9 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
         sites = list(pool.map(lambda n, p: deploy_site(root / n, n, p, he_key=secret), NAMES, ports))
     (root / "secrets").mkdir()
     for i, site in enumerate(sites, start=1):
-        site.publish(name="chest", shard=f"{i}/3", partition="iid", seed=0, synthetic_count=COUNT)
+        # A budget for every fault job of this module together (each needs about ε = 5).
+        site.publish(name="chest", shard=f"{i}/3", partition="iid", seed=0, synthetic_count=COUNT,
+                     epsilon_budget=100.0)
         (root / "secrets" / f"{site.config.name}.txt").write_text(site.add_scientist("ds@lab.example"))
     yield {"root": root, "sites": {s.config.name: s for s in sites}, "public": public}
     for site in sites:
