@@ -25,7 +25,6 @@ from domains.errors import PolicyRefused, RequestNotFound
 from domains.privacy_review import (
     PrivacyReview,
     job_constant,
-    release_constant,
     release_for,
     reserve_for,
     review_privacy,
@@ -148,22 +147,22 @@ class RequestBook:
         with quiet():
             inputs = _inputs(code, _asset_names(self.client))
         assets = [i.name for i in inputs if i.kind == "asset"]
+        verdict = classify(code)
         return ReviewReport(
             request_id=str(r.id), requester=r.requesting_user_email,
             function=code.service_func_name, status=_status(r), code=code.raw_code,
             inputs=inputs, executions_allowed=_limit(code), executions_used=_used(code),
             flags=review_code(code.raw_code, asset_args=assets, function_name=code.service_func_name),
-            privacy=self._privacy(code), verdict=classify(code),
+            privacy=self._privacy(verdict), verdict=verdict,
         )
 
-    def _privacy(self, code: Any) -> PrivacyReview | None:
-        if not classify(code).is_medsyft:  # custom code: no medsyft accounting applies to it
+    def _privacy(self, verdict: CodeVerdict) -> PrivacyReview | None:
+        """The privacy section of medsyft code, read from the constant the policy recognised."""
+        if verdict.constant is None:  # custom code: no medsyft accounting applies to it
             return None
-        job = job_constant(code)
-        if job is not None:
-            return review_privacy(self.data_dir, job)
-        release = release_constant(code)
-        return None if release is None else review_release(self.data_dir, release)
+        if verdict.kind == "job":
+            return review_privacy(self.data_dir, verdict.constant)
+        return review_release(self.data_dir, verdict.constant)
 
     def approve(self, request_id: str, *, allow_custom_code: bool = False) -> ReviewReport:
         """Approve a request that the site policy allows (see :mod:`domains.code_policy`).
@@ -176,7 +175,7 @@ class RequestBook:
         report = self._report(request)
         verdict = report.verdict or classify(request.code)
         self._check_policy(report, verdict, code=request.code, allow_custom_code=allow_custom_code)
-        job = job_constant(request.code) if verdict.kind == "job" else None
+        job = verdict.constant if verdict.kind == "job" else None
         reserved = None
         if job is not None and report.status != "approved":  # refuses a job over budget
             reserved = reserve_for(self.data_dir, job,
