@@ -94,7 +94,7 @@ def _one_call(client: Any, labels: Any, update: Any, call: int) -> dict[str, flo
     import syft as sy
 
     from domains.quiet import quiet
-    from orchestrator.runner import fetch
+    from orchestrator.transport import fetch
 
     with quiet():
         t0 = time.perf_counter()

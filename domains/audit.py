@@ -13,17 +13,18 @@ the key records how many such legacy lines preceded it and the hash of the last 
 pins them from then on, and verify reports them as "legacy, unkeyed up to entry N". A keyed log
 whose key is gone is an error, never a silent restart with a new key.
 
-Appends take an exclusive ``flock`` so that two commands (say ``approve`` while ``audit``
-syncs executions) never interleave. Events written by medsyft: ``deploy``, ``stop``,
-``publish``, ``account-created``, ``approve``, ``deny``, and ``execution``: runs happen inside
-the PySyft server, where medsyft has no hook, so they are copied in from PySyft's records by
+Appends and reads hold an exclusive lock on ``DIR/audit.lock`` (:func:`privacy.durable.file_lock`;
+the log itself is never the lock file, which the lock truncates) so that two commands (say
+``approve`` while ``audit`` syncs executions) never interleave. Events written by medsyft:
+``deploy``, ``stop``, ``publish``, ``account-created``, ``approve``, ``deny``, and ``execution``:
+runs happen inside the PySyft server, where medsyft has no hook, so they are copied in from
+PySyft's records by
 :meth:`domains.requests.RequestBook.sync_executions`, each at the time it really happened.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import getpass
 import hashlib
 import hmac
@@ -32,14 +33,14 @@ import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from domains.datadir import AUDIT_HEAD_FILE, AUDIT_KEY_FILE, DataDir
+from domains.datadir import AUDIT_HEAD_FILE, AUDIT_KEY_FILE, AUDIT_LOCK_FILE, DataDir
 from domains.errors import AuditKeyError, AuditLogError
+from privacy.durable import file_lock, utc_stamp
 
 GENESIS = "0" * 64
 COLUMNS = ["time", "event", "actor", "subject", "details"]
@@ -53,11 +54,6 @@ def local_actor() -> str:
         return f"{getpass.getuser()}@local"
     except (KeyError, OSError):
         return f"uid{os.getuid()}@local"
-
-
-def utc_now() -> str:
-    """Now, as every entry's ``time`` is written: UTC, ISO 8601, to the second."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _sha256(line: str) -> str:
@@ -90,7 +86,7 @@ class AuditKey:
     @classmethod
     def generate(cls, legacy_lines: list[str]) -> AuditKey:
         head = _chain_value(legacy_lines[-1]) if legacy_lines else GENESIS
-        return cls(secrets.token_bytes(32), len(legacy_lines), head, utc_now())
+        return cls(secrets.token_bytes(32), len(legacy_lines), head, utc_stamp())
 
     @classmethod
     def read(cls, path: Path) -> AuditKey:
@@ -170,15 +166,13 @@ class AuditLog:
         self._dir = DataDir(path.parent)
         self.key_path = self._dir.file(AUDIT_KEY_FILE)
         self.head_path = self._dir.file(AUDIT_HEAD_FILE)
+        self.lock_path = self._dir.file(AUDIT_LOCK_FILE)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[Any]:
-        with open(self.path, "a+", encoding="utf-8") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield fh
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        """The log opened for reading and appending, under the log's lock."""
+        with file_lock(self.lock_path), open(self.path, "a+", encoding="utf-8") as fh:
+            yield fh
 
     def append(
         self,
@@ -196,7 +190,7 @@ class AuditLog:
             lines = text.splitlines()
             key = self._key(lines) or self._new_key(lines)
             entry: dict[str, Any] = json.loads(json.dumps({  # the MAC covers what a reader parses
-                "time": time or utc_now(), "event": event, "actor": actor, "subject": subject,
+                "time": time or utc_stamp(), "event": event, "actor": actor, "subject": subject,
                 "details": details, "prev": _chain_value(lines[-1]) if lines else GENESIS,
             }, default=str))
             entry["mac"] = key.mac(entry)

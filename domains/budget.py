@@ -2,7 +2,7 @@
 
 One JSON file per dataset, ``DIR/privacy/NAME.json`` (0600, folder 0700), so the
 ledger survives restarts and travels with the data directory. Every change holds
-an exclusive ``flock`` on ``DIR/privacy/.lock`` and replaces the file atomically;
+an exclusive lock on ``DIR/privacy/.lock`` and replaces the file atomically;
 a ledger that does not parse raises :class:`BudgetError` and is never reset.
 
 The life of a job on a dataset:
@@ -35,13 +35,13 @@ from domains.budget_store import Ledger as _Ledger
 from domains.budget_store import ledger_dir as _dir
 from domains.budget_store import ledger_path as _path
 from domains.budget_store import locked as _locked
-from domains.budget_store import now as _now
 from domains.budget_store import read as _read
 from domains.budget_store import require as _require
 from domains.budget_store import write as _write
 from domains.datadir import DataDir
 from domains.errors import BudgetError, PrivacyBudgetExceeded
 from privacy.accounting import History, HistoryEntry, compact
+from privacy.durable import utc_stamp as _now
 from privacy.errors import DPConfigError
 
 DEFAULT_EPSILON_BUDGET = 10.0

@@ -2,20 +2,17 @@
 
 :mod:`domains.budget` holds the rules (reserve, charge, release); this module only keeps a
 dataset's ledger safe on disk: one JSON file per dataset under ``DIR/privacy/`` (0600,
-folder 0700), changed under an exclusive ``flock`` and replaced atomically. A file that
+folder 0700), changed under an exclusive lock on ``DIR/privacy/.lock`` and replaced atomically
+(:mod:`privacy.durable`). A file that
 does not parse raises :class:`BudgetError` and is never reset.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -23,6 +20,7 @@ from urllib.parse import quote
 from domains.datadir import DataDir
 from domains.errors import BudgetError
 from privacy.accounting import History, HistoryEntry, epsilon
+from privacy.durable import atomic_write, file_lock
 
 LEDGER_ACCOUNTANT = "rdp"
 _VERSION = 1
@@ -84,12 +82,9 @@ def ledger_path(data_dir: DataDir, dataset: str) -> Path:
 
 @contextlib.contextmanager
 def locked(data_dir: DataDir) -> Iterator[None]:
-    fd = os.open(ledger_dir(data_dir) / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    """Every dataset's ledger of *data_dir* at once: reservations weigh all jobs together."""
+    with file_lock(ledger_dir(data_dir) / ".lock"):
         yield
-    finally:
-        os.close(fd)  # closing drops the lock
 
 
 def _entries(raw: Any) -> list[HistoryEntry]:
@@ -137,20 +132,6 @@ def require(path: Path, dataset: str) -> Ledger:
 
 def write(path: Path, ledger: Ledger) -> None:
     raw = {"version": _VERSION, "accountant": LEDGER_ACCOUNTANT, **asdict(ledger)}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(raw, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    atomic_write(path, json.dumps(raw, indent=1), mode=0o600)
 
 

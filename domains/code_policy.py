@@ -27,13 +27,13 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any
 
 from domains.datadir import DataDir
 from domains.errors import DataDirError
 from domains.sandbox import SandboxLimits
 from domains.training.templates import JOB_PREFIX, RELEASE_PREFIX, job_source, release_source
+from privacy.durable import atomic_write, utc_stamp
 
 POLICY_FILE = "policy.json"
 _JOB_ID = re.compile(r"^[0-9a-f]{6,64}$")
@@ -229,7 +229,7 @@ def _limits(raw: dict[str, Any]) -> SandboxLimits:
 
 
 def save_policy(data_dir: DataDir, policy: SitePolicy) -> None:
-    data_dir._atomic_write(POLICY_FILE, json.dumps(
+    atomic_write(data_dir.file(POLICY_FILE), json.dumps(
         {"allow_custom_code": policy.allow_custom_code, "custom_approved": policy.custom_approved,
          "sandbox": asdict(policy.sandbox)}, indent=2), mode=0o600)
 
@@ -238,7 +238,7 @@ def record_custom_approval(data_dir: DataDir, verdict: CodeVerdict, *, request_i
     """Remember that the owner approved this exact custom code (the datasite checks it at run time)."""
     policy = load_policy(data_dir)
     policy.custom_approved[verdict.code_hash] = {
-        "request": request_id, "time": datetime.now(UTC).isoformat(timespec="seconds")}
+        "request": request_id, "time": utc_stamp()}
     save_policy(data_dir, policy)
 
 

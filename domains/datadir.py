@@ -15,9 +15,10 @@ Layout::
     DIR/audit.jsonl         append-only audit log, HMAC-chained
     DIR/audit.key           the audit chain's HMAC key, 0600
     DIR/audit.head          entry count and last MAC of the audit log (keyed; not secret)
+    DIR/audit.lock          lock file held while the audit log is appended to or read
     DIR/datasets/NAME.npz   training copy of each published dataset, 0600
     DIR/jobs/JOB/           execution ledger and results of approved training jobs
-    DIR/datasite.pid        pid of a running datasite
+    DIR/datasite.pid        pid of a running datasite (line 1) and its start time (line 2)
     DIR/datasite.log        its log
 """
 
@@ -31,6 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from domains.errors import DataDirError
+from privacy.durable import atomic_write
 
 CONFIG_FILE = "medsyft.json"
 CREDENTIALS_FILE = "credentials.json"
@@ -40,6 +42,7 @@ LOG_FILE = "datasite.log"
 AUDIT_FILE = "audit.jsonl"
 AUDIT_KEY_FILE = "audit.key"
 AUDIT_HEAD_FILE = "audit.head"
+AUDIT_LOCK_FILE = "audit.lock"
 
 
 @dataclass
@@ -133,7 +136,7 @@ class DataDir:
             ) from exc
 
     def write_config(self, config: DatasiteConfig) -> None:
-        self._atomic_write(CONFIG_FILE, json.dumps(asdict(config), indent=2), mode=0o644)
+        atomic_write(self.file(CONFIG_FILE), json.dumps(asdict(config), indent=2), mode=0o644)
 
     # -- secrets ------------------------------------------------------------
     def read_credentials(self) -> Credentials:
@@ -147,35 +150,19 @@ class DataDir:
             ) from exc
 
     def write_credentials(self, creds: Credentials) -> None:
-        self._atomic_write(CREDENTIALS_FILE, json.dumps(asdict(creds), indent=2), mode=0o600)
+        atomic_write(self.file(CREDENTIALS_FILE), json.dumps(asdict(creds), indent=2), mode=0o600)
 
     def read_server_key(self) -> str:
         return self.file(KEY_FILE).read_text().strip()
 
     def write_server_key(self, key: str) -> None:
-        self._atomic_write(KEY_FILE, key, mode=0o600)
+        atomic_write(self.file(KEY_FILE), key, mode=0o600)
 
     def write_audit_file(self, name: str, text: str) -> None:
         """The audit log's key or head (:mod:`domains.audit`); 0600, the key being secret."""
         if name not in (AUDIT_KEY_FILE, AUDIT_HEAD_FILE):
             raise ValueError(f"{name} is not an audit file")
-        self._atomic_write(name, text, mode=0o600)
-
-    # -- helpers ------------------------------------------------------------
-    def _atomic_write(self, name: str, text: str, *, mode: int) -> None:
-        """Write via a temp file and rename, so a crash never leaves half a file."""
-        target = self.file(name)
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{name}.")
-        try:
-            os.fchmod(fd, mode)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())  # a power cut must not leave an empty key or credentials file
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(self.file(name), text, mode=0o600)
 
 
 def generate_password() -> str:

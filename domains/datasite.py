@@ -66,14 +66,15 @@ class Datasite:
     def released_model(self, job_id: str) -> Any:
         """A finished encrypted job's final model, for local inference, once this owner approved
         its release (:mod:`domains.training.final`)."""
+        from domains.shared.plain_model import PlainModel
         from domains.training.final import released_model
         from domains.training.models import build_model
-        from domains.training.weights import flatten, get_weights, set_weights, unflatten
+        from domains.training.weights import layout_of, load_plain
 
         spec, vector = released_model(self.data_dir, job_id)
         model = build_model(spec.model, in_channels=spec.in_channels, num_classes=spec.num_classes,
                             image_size=spec.image_size)
-        set_weights(model, unflatten(vector, flatten(get_weights(model))[1]))
+        load_plain(model, PlainModel(vector, layout_of(model)))  # the job's own model: its layout
         return model.eval()
 
     def budget(self) -> pd.DataFrame:

@@ -9,11 +9,12 @@ made for another key id is refused before any data is read.
 from __future__ import annotations
 
 import os
-import shutil
+from pathlib import Path
 from typing import Any
 
 from domains.datadir import DataDir
 from domains.errors import HEKeyError
+from privacy.durable import atomic_write
 from privacy.errors import HEError
 
 HE_KEY_FILE = "he-secret.medsyftkey"
@@ -41,10 +42,7 @@ def install(data_dir: DataDir, source: str | os.PathLike[str]) -> str:
     """Copy a hospital secret context into *data_dir*; returns its key id."""
     key = check(source)
     target = data_dir.file(HE_KEY_FILE)
-    tmp = target.with_suffix(".tmp")
-    shutil.copyfile(source, tmp)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, target)
+    atomic_write(target, Path(source).read_bytes(), mode=0o600)
     _CACHE.pop(str(target), None)
     return key
 

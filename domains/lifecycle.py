@@ -4,6 +4,12 @@ Deploy never imports PySyft in the calling process: it writes the identity files
 launches ``python -m domains.server`` and waits until the datasite answers on
 ``/api/v2/metadata``. That keeps ``medsyft domain deploy`` quick to fail on bad
 input (port in use, unwritable directory) before anything heavy happens.
+
+``DIR/datasite.pid`` holds the datasite's pid (line 1) and its start time as psutil reports it
+(line 2). A pid alone can name another process once the datasite is gone and the pid is reused;
+the start time cannot, so a process counts as this directory's datasite only when both agree,
+or, when they do not (a pid file from before line 2, or the wall clock stepped since), when its
+command line runs ``domains.server`` for this very directory.
 """
 
 from __future__ import annotations
@@ -13,7 +19,6 @@ import errno
 import os
 import re
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +26,8 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 from domains.audit import AuditLog, local_actor
 from domains.datadir import (
@@ -36,9 +43,11 @@ from domains.datadir import (
 from domains.errors import DeployError
 from domains.metadata import datasite_metadata as metadata
 from domains.server import inherited_environment
+from privacy.durable import atomic_write
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 START_TIMEOUT_S = 120.0
+_START_SLACK_S = 1.0  # psutil derives start times from the boot time, which /proc gives in whole seconds
 
 
 @dataclass
@@ -51,20 +60,56 @@ class DeployResult:
 
 def read_pid(data_dir: DataDir) -> int | None:
     """The pid of this directory's datasite if that process is alive, else None."""
+    proc = _datasite_process(data_dir)
+    return proc.pid if proc is not None else None
+
+
+def _read_pid_file(data_dir: DataDir) -> tuple[int, float | None] | None:
+    """The pid file's pid and start time (None in pid files written before it was recorded)."""
     try:
-        pid = int(data_dir.file(PID_FILE).read_text().strip())
-    except (OSError, ValueError):
+        fields = data_dir.file(PID_FILE).read_text().split()
+        pid = int(fields[0])
+        started = float(fields[1]) if len(fields) > 1 else None
+    except (OSError, ValueError, IndexError):
+        return None
+    return (pid, started) if pid > 0 else None
+
+
+def _datasite_process(data_dir: DataDir) -> psutil.Process | None:
+    """The live process the pid file names, if it is this directory's datasite (not a reused pid)."""
+    record = _read_pid_file(data_dir)
+    if record is None:
+        return None
+    pid, started = record
+    try:
+        proc = psutil.Process(pid)
+    except psutil.NoSuchProcess:
         return None
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None  # exited; only its parent has yet to reap it
+        if started is not None and abs(proc.create_time() - started) <= _START_SLACK_S:
+            return proc
+        return proc if _serves(proc, data_dir) else None
+    except psutil.NoSuchProcess:
         return None
-    except PermissionError:
-        return pid
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if cmdline.exists() and b"domains.server" not in cmdline.read_bytes():
-        return None  # the pid was reused by an unrelated process
-    return pid
+    except psutil.AccessDenied:
+        return proc  # another account's process we may not inspect: as before psutil, taken as running
+
+
+def _serves(proc: psutil.Process, data_dir: DataDir) -> bool:
+    """Whether *proc* runs ``domains.server`` for *data_dir* (the command :func:`_spawn` starts)."""
+    args = proc.cmdline()
+    return "domains.server" in args and str(data_dir.path) in args
+
+
+def _write_pid_file(data_dir: DataDir, pid: int) -> None:
+    """Record *pid* with the start time that tells it from a later process given the same pid."""
+    try:
+        started = f"{psutil.Process(pid).create_time()!r}\n"
+    except psutil.Error:
+        started = ""  # already gone: start-up fails next, and no running process will match
+    atomic_write(data_dir.file(PID_FILE), f"{pid}\n{started}", mode=0o644)
 
 
 def free_ports(n: int) -> list[int]:
@@ -196,7 +241,7 @@ def deploy(
     check_port_free(host, port)
     config, created = initialize(data_dir, name=name, host=host, port=port)
     proc = _spawn(data_dir, detach=detach)
-    data_dir.file(PID_FILE).write_text(f"{proc.pid}\n")
+    _write_pid_file(data_dir, proc.pid)
     try:
         _wait_healthy(proc, data_dir, config.url, timeout)
     except BaseException:
@@ -215,18 +260,13 @@ def deploy(
 def stop(data_dir: DataDir, *, timeout: float = 20.0) -> int | None:
     """Stop the datasite (SIGTERM, then SIGKILL); returns its pid, or None if none ran."""
     data_dir.require_initialized()
-    pid = read_pid(data_dir)
-    if pid is None:
+    proc = _datasite_process(data_dir)
+    if proc is None:
         data_dir.file(PID_FILE).unlink(missing_ok=True)
         return None
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _alive(pid):
-        time.sleep(0.1)
-    if _alive(pid):
-        os.kill(pid, signal.SIGKILL)
-    record_stop(data_dir, pid)
-    return pid
+    _terminate(proc, timeout=timeout)
+    record_stop(data_dir, proc.pid)
+    return proc.pid
 
 
 def record_stop(data_dir: DataDir, pid: int) -> None:
@@ -237,15 +277,20 @@ def record_stop(data_dir: DataDir, pid: int) -> None:
     )
 
 
-def _alive(pid: int) -> bool:
+def _terminate(proc: psutil.Process, *, timeout: float) -> None:
+    """SIGTERM, and SIGKILL after *timeout* s. psutil signals only the process it identified
+    (same pid and start time), and its wait reaps the datasite when it is our own child."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie child of ours still "exists"; reap it if it is ours.
-    with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    return True
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except psutil.TimeoutExpired:
+            proc.kill()
+            with contextlib.suppress(psutil.TimeoutExpired):
+                proc.wait(timeout=5.0)
+    except psutil.NoSuchProcess:
+        return  # it exited by itself meanwhile
+    except psutil.AccessDenied as exc:
+        raise PermissionError(errno.EPERM, f"not allowed to stop datasite pid {proc.pid}; run medsyft "
+                              "as the user that deployed it") from exc
 

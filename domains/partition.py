@@ -267,6 +267,17 @@ def label_distribution(labels: np.ndarray, shards: list[np.ndarray]) -> pd.DataF
     the columns are the label values; for ``(n, K)`` multi-label data they are
     the K labels (a sample counts once per positive label) and ``K`` for
     samples with no positive label.
+
+    Ten samples of each of two classes over three hospitals, label-skewed with
+    seed 7: hospital 1 holds class 1 only, hospital 2 class 0 only, and every
+    sample is in exactly one shard.
+
+    >>> labels = np.repeat([0, 1], 10)
+    >>> shards = shard_indices(labels, 3, parse_partition("dirichlet:0.5"), seed=7)
+    >>> label_distribution(labels, shards).to_numpy().tolist()
+    [[0, 9], [9, 0], [1, 1]]
+    >>> sorted(np.concatenate(shards).tolist()) == list(range(20))
+    True
     """
     labels = np.asarray(labels)
     if labels.ndim == 2 and labels.shape[1] == 1:

@@ -96,6 +96,8 @@ def review_privacy(data_dir: DataDir, job: dict[str, Any]) -> PrivacyReview:
         return rev
     rev = PrivacyReview(spec.dataset, spec.job_id, spec.dp is not None, spec.he is not None)
     _roster_section(data_dir, spec, rev)
+    _fedprox_line(spec, rev)
+    _server_line(spec, rev)
     _dp_section(data_dir, spec, rev)
     _he_section(data_dir, spec, rev)
     return rev
@@ -108,6 +110,23 @@ def _roster_section(data_dir: DataDir, spec: JobSpec, rev: PrivacyReview) -> Non
     name = data_dir.read_config().name
     if name not in spec.sites:
         rev.refuse(f"this datasite ('{name}') is not on the job's roster: approval will be refused")
+
+
+def _fedprox_line(spec: JobSpec, rev: PrivacyReview) -> None:
+    """FedProx changes what local training optimises, so the owner sees μ; μ = 0 adds nothing."""
+    mu = spec.train.proximal_mu
+    if mu > 0:
+        rev.lines.append(f"FedProx proximal term μ = {mu:g}: local training is pulled towards the global "
+                         "model it was sent; under DP the pull is added after clipping and noise and "
+                         "spends no ε")
+
+
+def _server_line(spec: JobSpec, rev: PrivacyReview) -> None:
+    """A server optimizer runs here, on the decrypted aggregate: the owner sees which, with its numbers."""
+    if spec.server is not None:
+        rev.lines.append(f"server optimizer {spec.server.describe()}, applied at each site to the decrypted "
+                         "aggregate; every call asks every site, and a site that misses an aggregate "
+                         "takes no further part in the job")
 
 
 def _dp_section(data_dir: DataDir, spec: JobSpec, rev: PrivacyReview) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from domains.audit import AuditLog, local_actor, utc_now
+from domains.audit import AuditLog, local_actor
 from domains.code_policy import CodeVerdict, classify, load_policy, record_custom_approval
 from domains.connection import admin_client, quiet
 from domains.datadir import AUDIT_FILE, DataDir
@@ -31,6 +31,7 @@ from domains.privacy_review import (
     review_release,
 )
 from domains.review import Flag, review_code
+from privacy.durable import utc_stamp
 
 REQUEST_COLUMNS = [
     "id", "requester", "function", "status", "executions allowed", "executions used", "submitted",
@@ -250,7 +251,7 @@ class RequestBook:
             new += [(r, code, out) for out in _history(code) if str(out.id) not in seen]
         if not new:
             return 0
-        stored, synced = _stored_output_times(self.data_dir), utc_now()
+        stored, synced = _stored_output_times(self.data_dir), utc_stamp()
         runs = sorted(((stored.get(_uid_hex(out.id)), r, code, out) for r, code, out in new),
                       key=lambda run: run[0] or synced)
         emails: dict[str, str] = {}

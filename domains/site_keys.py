@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from domains import he_key
 from domains.datadir import DataDir
 from domains.errors import SiteKeysError
+from privacy.durable import atomic_write
 from privacy.errors import RosterError
 
 if TYPE_CHECKING:
@@ -62,13 +63,11 @@ def check_deploy(data_dir: DataDir, source: str | os.PathLike[str], *, name: str
 
 def install(data_dir: DataDir, source: str | os.PathLike[str]) -> SiteKit:
     """Copy a checked kit into *data_dir* (0600, atomically); returns it."""
-    from privacy.he_keys import _write_atomic
-
     kit = check(source, site=None, he_key_id=None)
     path = Path(source)
     raw = (path / SITE_KEYS_FILE if path.is_dir() else path).read_bytes()
     target = data_dir.file(SITE_KEYS_FILE)
-    _write_atomic(target, raw, mode=0o600)
+    atomic_write(target, raw, mode=0o600)
     _CACHE.pop(str(target), None)
     return kit
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ import numpy as np
 
 from domains.datadir import DataDir
 from domains.errors import MedsyftDomainError
+from privacy.durable import atomic_writer
 
 
 class StoreError(MedsyftDomainError, LookupError):
@@ -51,15 +50,8 @@ def save(data_dir: DataDir, name: str, *, images: np.ndarray, labels: np.ndarray
          meta: dict[str, Any]) -> Path:
     """Write the training copy atomically (temp file + rename), owner-only."""
     data_dir.datasets_dir.mkdir(mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=data_dir.datasets_dir, suffix=".npz.tmp")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, images=images, labels=labels, meta=np.array(json.dumps(meta)))
-        os.replace(tmp, _path(data_dir, name))
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(_path(data_dir, name), mode=0o600) as fh:
+        np.savez(fh, images=images, labels=labels, meta=np.array(json.dumps(meta)))
     return _path(data_dir, name)
 
 

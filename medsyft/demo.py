@@ -17,7 +17,9 @@
 7. every owner reviews and approves the release of the final model, the scientist unmasks it,
    and the same model is trained centrally on the union of the same data for comparison.
 
-``--no-dp`` and ``--no-he`` turn a protection off, explicitly (the reviews say so).
+``--no-dp`` and ``--no-he`` turn a protection off, explicitly (the reviews say so); ``--no-roster``
+keeps encryption but lets the orchestrator add the ciphertexts (the weaker aggregation that the
+roster replaced, kept for comparison).
 
 The default source is the synthetic chest phantom set, so the demo needs no download;
 ``--source`` takes real data such as PneumoniaMNIST's ``.npz``.
@@ -117,14 +119,17 @@ def _write_job(workdir: Path, sites: list[Any], args: argparse.Namespace) -> Pat
            else f"target_epsilon = {args.target_epsilon}\n")
         + f"max_grad_norm = 1.0\neval_noise_multiplier = {args.eval_noise}\n"
         f"he = {str(not args.no_he).lower()}\n"
-        + ('he_public_key = "keys/orchestrator-public.medsyftkey"\nroster = "keys/roster.json"\n'
+        + ('he_public_key = "keys/orchestrator-public.medsyftkey"\n'
            if not args.no_he else "")
+        + ('roster = "keys/roster.json"\n' if not (args.no_he or args.no_roster) else "")
     )
     job = (
         f'[job]\ndataset = "chest-xray"\nmodel = "auto"\nrounds = {args.rounds}\n'
         f"local_epochs = {args.local_epochs}\nbatch_size = 64\noptimizer = \"adam\"\nlr = {args.lr}\n"
         f"fraction = 1.0\nmin_sites = 2\nround_timeout = 120\napproval_timeout = 60\n"
-        f'seed = {args.seed}\nrun_dir = "run"\n\n' + privacy + "\n"
+        f'strategy = "{args.strategy}"\n'
+        + (f"proximal_mu = {args.proximal_mu}\n" if args.strategy == "fedprox" else "")
+        + f'seed = {args.seed}\nrun_dir = "run"\n\n' + privacy + "\n"
         + "\n".join(site_tables)
         + f'\n[baseline]\nsource = "{source}"\ncount = {args.count}\n'
         f'partition = "{args.partition}"\nseed = {args.seed}\n'
@@ -198,6 +203,11 @@ def _key_ceremony(workdir: Path, args: argparse.Namespace) -> dict[str, dict[str
 
 def run(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir).resolve()
+    if args.strategy in ("fedmedian", "trimmed-mean") and not args.no_he:
+        from orchestrator.errors import ConfigError
+
+        raise ConfigError(f"--strategy {args.strategy} needs --no-he: additive encryption can only add the "
+                          "hospitals' updates, and a median or a trimmed mean is not a sum")
     _claim_workdir(workdir)  # first: a refused folder costs no imports and changes nothing
 
     from domains import Datasite
@@ -264,6 +274,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_STRATEGIES = ["fedavg", "fedprox", "fedmedian", "trimmed-mean", "fedavgm", "fedadam", "fedyogi"]
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("demo", help="run the main job on a local three-hospital federation",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -286,6 +299,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="each hospital's ε budget for its dataset (default 10)")
     p.add_argument("--no-dp", action="store_true", help="turn DP-SGD off (logged, shown at review)")
     p.add_argument("--no-he", action="store_true", help="turn encrypted aggregation off (logged)")
+    p.add_argument("--no-roster", action="store_true",
+                   help="encrypted aggregation without verifiable secure aggregation: the orchestrator "
+                        "adds the ciphertexts and sends each site one sum (for comparison; weaker)")
+    p.add_argument("--strategy", default="fedavg", choices=DEMO_STRATEGIES,
+                   help="how rounds combine (default fedavg; see docs/training.md); fedmedian and "
+                        "trimmed-mean need --no-he")
+    p.add_argument("--proximal-mu", type=float, default=0.01, help="FedProx's μ (default 0.01)")
     p.add_argument("--workdir", default="demo-run",
                    help="where the datasites and the run are kept (default demo-run); must be new, "
                         f"empty, or an earlier demo's folder (marked by {DEMO_MARKER}), whose "

@@ -6,7 +6,8 @@ Public API (imported lazily so ``import orchestrator`` stays cheap):
 - :class:`FederatedJob` - connect, submit, wait for approval, run (resumes from its run dir)
 - :class:`FederatedResult` - history, metrics, timing tables, plot, final model
 - :class:`Site` - one logged-in datasite: datasets, metadata, mocks, health
-- :class:`Strategy`, :class:`FedAvg` - site selection and aggregation
+- :class:`Strategy`, :class:`FedAvg` - site selection and aggregation; :class:`ServerOptimizer` -
+  FedAvgM, FedAdam, FedYogi (a :class:`~domains.training.server_step.ServerStep` after FedAvg's mean)
 - :func:`train_centralized`, :func:`comparison` - the centralized baseline
 - errors: see :mod:`orchestrator.errors`
 """
@@ -25,6 +26,7 @@ _EXPORTS = {
     "Site": "orchestrator.site",
     "Strategy": "orchestrator.strategy",
     "FedAvg": "orchestrator.strategy",
+    "ServerOptimizer": "orchestrator.strategy",
     "train_centralized": "orchestrator.baseline",
     "comparison": "orchestrator.baseline",
 }

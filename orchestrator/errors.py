@@ -23,5 +23,13 @@ class QuorumLost(OrchestratorError, RuntimeError):
     """Raised when fewer sites than ``min_sites`` completed a round; the job stops there."""
 
 
+class RoundFailed(OrchestratorError, RuntimeError):
+    """Raised by a strategy that cannot make a round's next model (say, a mask recovery failed).
+
+    The loop checkpoints the previous round and stops the job with :class:`QuorumLost`, naming
+    the reason; running the job again resumes there.
+    """
+
+
 class ReleaseRequired(OrchestratorError, PermissionError):
     """Raised when the plaintext final model is asked for before every data owner approved its release."""

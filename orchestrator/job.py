@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from domains.shared.plain_model import PlainModel
 from domains.training.errors import TrainingError
 from domains.training.local import TrainConfig
 from domains.training.models import build_model, default_model
@@ -35,7 +36,7 @@ from orchestrator.result import FederatedResult
 from orchestrator.runner import Federation
 from orchestrator.secure import SecureAggregation
 from orchestrator.site import Site, connect_all
-from orchestrator.strategy import FedAvg, Strategy
+from orchestrator.strategy import FedAvg, FedMedian, FedProx, ServerOptimizer, Strategy, TrimmedMean
 from orchestrator.submit import approval_table, submit, wait_for_approval
 from privacy.errors import HEError, PrivacyError, RosterError
 from privacy.he import HEContext, load_context
@@ -44,14 +45,28 @@ from privacy.roster import Roster, load_roster
 log = logging.getLogger("medsyft")
 
 
+def strategy_for(config: JobConfig) -> Strategy:
+    """The orchestrator's side of ``[job] strategy`` (FedProx's term itself runs at the sites, and so
+    does a server optimizer's step under HE)."""
+    common: dict[str, Any] = {"fraction": config.fraction, "min_sites": config.min_sites, "seed": config.seed}
+    if (step := config.server_step()) is not None:
+        return ServerOptimizer(step, **common)
+    if config.strategy == "fedprox":
+        return FedProx(proximal_mu=config.proximal_mu, **common)
+    if config.strategy == "fedmedian":
+        return FedMedian(**common)
+    if config.strategy == "trimmed-mean":
+        return TrimmedMean(beta=config.trim_fraction, **common)
+    return FedAvg(**common)
+
+
 class FederatedJob:
     """One job over the sites of a :class:`JobConfig`."""
 
     def __init__(self, config: JobConfig, *, strategy: Strategy | None = None) -> None:
         self.config = config
         self.run_dir = RunDir(config.run_path)
-        self.strategy = strategy or FedAvg(fraction=config.fraction, min_sites=config.min_sites,
-                                           seed=config.seed)
+        self.strategy = strategy or strategy_for(config)
         self._sites: list[Site] | None = None
         self._context: HEContext | None = None
         self._roster: Roster | None = None
@@ -140,9 +155,11 @@ class FederatedJob:
                 dataset=c.dataset, model=model, in_channels=channels, num_classes=len(names),
                 image_size=size[0], multi_label=multi, rounds=c.rounds, val_fraction=c.val_fraction,
                 split_seed=c.seed, dp=dp, he=he, sites=roster,
+                server=c.server_step() if he is not None else None,  # under HE the sites take the step
                 min_contributions=max(c.min_sites, 2 if he is not None else 1),
                 train=TrainConfig(epochs=c.local_epochs, batch_size=c.batch_size,
-                                  optimizer=c.optimizer, lr=c.lr, seed=c.seed),
+                                  optimizer=c.optimizer, lr=c.lr, seed=c.seed,
+                                  proximal_mu=c.proximal_mu),
             )
         except (TrainingError, PrivacyError) as exc:
             raise ConfigError(str(exc)) from exc
@@ -192,7 +209,7 @@ class FederatedJob:
         if state is None:
             raise NotApproved("nothing submitted yet; call submit() first")
         spec = state.spec
-        strategy: Strategy | SecureAggregation = self.strategy
+        strategy: Strategy = self.strategy
         initial: Weights | None = None
         if spec.he is not None:
             strategy = self._aggregation(spec)
@@ -204,8 +221,9 @@ class FederatedJob:
                                 round_timeout=self.config.round_timeout, sizes=state.sizes,
                                 on_round=on_round)
         started = time.perf_counter()
-        weights = federation.run(initial, progress=progress)
-        return FederatedResult(spec=spec, weights=weights if isinstance(weights, dict) else None,
+        final = federation.run(initial, progress=progress)
+        weights = final.to_weights() if isinstance(final, PlainModel) else None
+        return FederatedResult(spec=spec, weights=weights,
                                history=federation.history(), privacy=federation.privacy(),
                                metrics=federation.metrics(), timing=federation.timing(),
                                wall_seconds=time.perf_counter() - started,

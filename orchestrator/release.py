@@ -7,7 +7,9 @@ take part: each datasite derives its index and the site count from that roster, 
 from what the scientist writes beside it.
 Each approved site returns its masked share (``domains.training.final``); only all the
 shares together unmask the model. Under a roster job the ciphertext sent is the verified sum of
-the last call's signed parts, the very sum each site checked and evaluated. The released
+the last call's signed parts, the very sum each site checked and evaluated. Under a server
+optimizer the final model is the global state every site computed from that sum (x_R), named by
+the state hash every site reported at the final call: each site checks it and masks x_R. The released
 artifact, ``RUN_DIR/release/``, holds the weights and a record of rounds, sites, ε per dataset
 and the final metrics.
 """
@@ -16,23 +18,25 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from domains.shared.codec import to_wire
+from domains.shared.plain_model import PlainModel, frozen_layout
 from domains.training.models import build_model
 from domains.training.spec import JobSpec
 from domains.training.templates import release_function_name, release_source
-from domains.training.weights import Weights, flatten, get_weights, unflatten
+from domains.training.weights import Weights, layout_of
 from orchestrator.checkpoint import RunDir, RunState
 from orchestrator.errors import NotApproved, ReleaseRequired
-from orchestrator.runner import call_site
 from orchestrator.secure import SecureAggregation, SignedRound
 from orchestrator.site import Site, quiet
 from orchestrator.submit import Submission, approval_table, load_submitted
+from orchestrator.transport import call_site
+from privacy.durable import utc_stamp
 from privacy.he import EncryptedVector, unmask_release
 
 
@@ -95,31 +99,78 @@ def fetch_release(sites: list[Site], state: RunState, run_dir: RunDir, *,
         raise ReleaseRequired(f"the release is not approved by: {', '.join(waiting) or 'anyone yet'}; "
                               "ask those data owners to review it, then fetch again")
     spec = state.spec
-    final = _final_ciphertext(run_dir, spec, aggregation)
+    final = final_ciphertext(run_dir, spec, aggregation)
+    payload = release_payload(run_dir, spec, final)
     by_name = {s.name: s for s in sites}
-    shares, records = [], {}
+    results = {}
     for sub in load_submissions(run_dir):
         site = by_name[sub.site]
         outcome = call_site(site, sub.function, lambda s=site: s.asset(spec.dataset, "labels"),
-                            None, {"final": final.to_dict()}, constant_name="release")
+                            None, payload, constant_name="release")
         if outcome.status != "ok":
             raise ReleaseRequired(f"site '{sub.site}' did not release its share: {outcome.error}")
-        shares.append(np.asarray(outcome.result["share"]))
-        records[sub.site] = outcome.result["record"]
-    vector = unmask_release(shares, plain_modulus=int(outcome.result["plain_modulus"]),
-                            scale=final.scale, weight_sum=final.weight_sum, n_sites=len(spec.sites))
-    model = build_model(spec.model, in_channels=spec.in_channels, num_classes=spec.num_classes,
-                        image_size=spec.image_size, seed=spec.train.seed)
-    weights = unflatten(vector, flatten(get_weights(model))[1])
-    artifact = _artifact(state, run_dir, records)
+        results[sub.site] = outcome.result
+    vector = unmask_final(spec, final, payload, list(results.values()))
+    records = {site: result["record"] for site, result in results.items()}
+    weights = _with_layout(spec, vector, list(results.values())).to_weights()
+    artifact = _artifact(state, run_dir, records, payload.get("global_state_hash"))
     out = run_dir.path / "release"
     np.savez(out / "model.npz", **weights)
     _save_json(out / "release.json", artifact)
     return weights, artifact
 
 
-def _final_ciphertext(run_dir: RunDir, spec: JobSpec, aggregation: SecureAggregation | None
-                      ) -> EncryptedVector:
+def release_payload(run_dir: RunDir, spec: JobSpec, final: EncryptedVector) -> dict[str, Any]:
+    """What every site is sent: the final sum and, under a server optimizer, the hash of the final
+    global state every site reported when it evaluated it (they must all agree)."""
+    payload: dict[str, Any] = {"final": to_wire(final)}
+    if spec.server is not None:
+        metrics = run_dir.load_frame("metrics")
+        rows = metrics[(metrics["model_round"] == spec.rounds) & (metrics["site"] != "pooled")]
+        hashes = set(rows["global_state_hash"].dropna()) if "global_state_hash" in rows else set()
+        if len(hashes) != 1:
+            raise ReleaseRequired(f"the sites reported {len(hashes)} different final global states "
+                                  f"({', '.join(sorted(h[:12] for h in hashes)) or 'none'}); there is no "
+                                  "one final model to release")
+        payload["global_state_hash"] = hashes.pop()
+    return payload
+
+
+def unmask_final(spec: JobSpec, final: EncryptedVector, payload: dict[str, Any],
+                 results: list[dict[str, Any]]) -> np.ndarray:
+    """The final model from every site's share: the final sum's mean, or under a server optimizer
+    the final global state every site released (each must name the state it was sent)."""
+    shares = [np.asarray(r["share"]) for r in results]
+    scale: Any = final.scale
+    weight_sum: Any = final.weight_sum
+    if spec.server is not None:
+        named = {r.get("global_state_hash") for r in results}
+        encodings = {(r.get("scale"), r.get("weight_sum")) for r in results}
+        if named != {payload["global_state_hash"]} or len(encodings) != 1:
+            raise ReleaseRequired("the sites released different final global states; the shares cannot "
+                                  "be unmasked into one model")
+        scale, weight_sum = encodings.pop()
+    return unmask_release(shares, plain_modulus=int(results[-1]["plain_modulus"]), scale=scale,
+                          weight_sum=weight_sum, n_sites=len(spec.sites))
+
+
+def _with_layout(spec: JobSpec, vector: np.ndarray, results: list[dict[str, Any]]) -> PlainModel:
+    """The released vector with its layout: the one every site kept at the final call. Sites of
+    an older version keep none; then the layout is the job's model's, built here."""
+    kept = [r.get("layout") for r in results]
+    if all(k is not None for k in kept):
+        if any(k != kept[0] for k in kept):
+            raise ReleaseRequired("the sites kept the final model in different layouts; they did not "
+                                  "all run the approved job")
+        return PlainModel(vector, frozen_layout(kept[0]))
+    model = build_model(spec.model, in_channels=spec.in_channels, num_classes=spec.num_classes,
+                        image_size=spec.image_size, seed=spec.train.seed)
+    return PlainModel(vector, layout_of(model))
+
+
+def final_ciphertext(run_dir: RunDir, spec: JobSpec, aggregation: SecureAggregation | None
+                     ) -> EncryptedVector:
+    """The run's final sum: the last checkpoint, or under a roster the verified sum of its parts."""
     final = run_dir.load_global(spec.rounds)
     if isinstance(final, SignedRound):
         if aggregation is None or not aggregation.verifiable:
@@ -131,18 +182,21 @@ def _final_ciphertext(run_dir: RunDir, spec: JobSpec, aggregation: SecureAggrega
     return final
 
 
-def _artifact(state: RunState, run_dir: RunDir, records: dict[str, Any]) -> dict[str, Any]:
+def _artifact(state: RunState, run_dir: RunDir, records: dict[str, Any], state_hash: str | None
+              ) -> dict[str, Any]:
     spec = state.spec
     metrics = run_dir.load_frame("metrics")
     final = metrics[(metrics["site"] == "pooled") & (metrics["model_round"] == spec.rounds)]
+    final = final.drop(columns=["global_state_hash"], errors="ignore")
     return {
         "job_id": spec.job_id, "model": spec.model, "dataset": spec.dataset, "rounds": spec.rounds,
-        "sites": list(records), "released": datetime.now(UTC).isoformat(timespec="seconds"),
+        "sites": list(records), "released": utc_stamp(),
         "dp": spec.dp is not None, "he_key_id": spec.he.key_id if spec.he else None,
         "epsilon_per_site": {site: {k: r.get(k) for k in ("dataset", "epsilon", "delta")}
                              for site, r in records.items()},
         "final_metrics": final.drop(columns=["site"]).to_dict("records")[-1] if not final.empty else {},
         "spec": spec.to_dict(),
+        **({"global_state_hash": state_hash} if state_hash else {}),
     }
 
 

@@ -79,7 +79,7 @@ class FederatedResult:
     def pooled(self) -> pd.DataFrame:
         """Pooled validation metrics per global model (round 0 = the initial model)."""
         rows = self.metrics[self.metrics["site"] == "pooled"]
-        return rows.drop(columns="site").set_index("model_round")
+        return rows.drop(columns=["site", "global_state_hash"], errors="ignore").set_index("model_round")
 
     def summary(self) -> dict[str, float]:
         last = self.pooled().iloc[-1]

@@ -1,8 +1,9 @@
 """Encrypted aggregation: a strategy wrapper under which the orchestrator never sees a model.
 
 As in Flower, privacy wraps a strategy rather than subclassing it:
-:class:`SecureAggregation` keeps the wrapped strategy's site selection and quorum, and
-replaces its aggregation. Each site encrypts its model already multiplied by its FedAvg share
+:class:`SecureAggregation` is itself a :class:`~orchestrator.strategy.Strategy` that forwards
+site selection and quorum to the one it wraps, and replaces what travels and how it is added.
+Each site encrypts its model already multiplied by its FedAvg share
 ``n_i / Σ n`` (shares come from the public dataset sizes), so the sum of the ciphertexts is the
 encrypted weighted mean up to the factor ``weight_sum``, which the sites divide out after
 decrypting. A site that fails simply contributes nothing: the mean is over the sites that
@@ -19,64 +20,54 @@ Two ways to aggregate:
   asks the survivors for mask recoveries when a site dropped out.
 - **Without a roster** (older jobs): the orchestrator adds the ciphertexts and sends the sum back;
   the sites cannot check it (docs/privacy.md, "Known limits").
+
+Wrapping a :class:`~orchestrator.strategy.ServerOptimizer` (FedAvgM, FedAdam, FedYogi) changes
+nothing here: the orchestrator adds or forwards as for FedAvg, and every site takes the server
+step itself from the decrypted mean (the job constant's ``server``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from orchestrator.strategy import FedAvg, Strategy
-from privacy.errors import AggregationRefused
+from domains.shared.codec import to_wire
+from domains.shared.signed_round import SignedRound
+from orchestrator.errors import RoundFailed
+from orchestrator.strategy import FedAvg, JobContext, NextModel, ServerOptimizer, Strategy, refuse
+from privacy.errors import AggregationRefused, PrivacyError
 from privacy.he import EncryptedVector, HEContext
 from privacy.roster import Roster
 from privacy.secagg import VerifiedSum, aggregate_round
 from privacy.secagg_messages import MaskRecovery, SignedPart
 from privacy.secagg_verify import check_parts
 
+if TYPE_CHECKING:
+    from orchestrator.transport import CallOutcome, Transport
 
-@dataclass(frozen=True)
-class SignedRound:
-    """A roster job's global model after call ``call``: the sites' signed parts and recoveries."""
-
-    call: int
-    parts: tuple[SignedPart, ...]
-    recoveries: tuple[MaskRecovery, ...] = ()
-
-    @property
-    def sites(self) -> tuple[str, ...]:
-        """The datasite names whose parts it holds (the survivors of the call)."""
-        return tuple(p.site for p in self.parts)
-
-    @property
-    def nbytes(self) -> int:
-        """What one site downloads to verify it: every part's ciphertext."""
-        return sum(p.vector.nbytes for p in self.parts)
-
-    def payload(self) -> dict[str, Any]:
-        """The next call's ``parts`` and ``recoveries``, exactly as the sites signed them."""
-        return {"parts": [p.to_dict() for p in self.parts],
-                "recoveries": [r.to_dict() for r in self.recoveries]}
+__all__ = ["SecureAggregation", "SignedRound"]  # SignedRound lives in domains.shared: datasites read it too
 
 
-class SecureAggregation:
+class SecureAggregation(Strategy):
     """Wraps a FedAvg strategy; aggregation by adding ciphertexts, or by forwarding signed parts."""
 
     def __init__(self, strategy: Strategy, context: HEContext, *, roster: Roster | None = None) -> None:
         if not isinstance(strategy, FedAvg):
             raise TypeError("encrypted aggregation can only compute a weighted mean: wrap a FedAvg strategy")
+        if isinstance(strategy, ServerOptimizer) and strategy.fraction < 1:
+            raise ValueError("under HE a server optimizer runs at every site, and a site that misses a "
+                             "round's aggregate cannot follow it: ask every site each round (fraction is "
+                             f"{strategy.fraction})")
         if roster is not None and roster.he_key_id != context.key_id:
             raise ValueError(f"the roster belongs to HE key {roster.he_key_id[:8]}, the context is "
                              f"{context.key_id[:8]}")
+        super().__init__(fraction=strategy.fraction, min_sites=strategy.min_sites, seed=strategy.seed)
         self.strategy = strategy
         self.context = context
         self.roster = roster
-
-    @property
-    def min_sites(self) -> int:
-        return self.strategy.min_sites
+        self._accepted: dict[str, SignedPart] = {}  # this call's pre-checked parts, by site
+        self.update_type = SignedPart if roster is not None else EncryptedVector
 
     @property
     def key_id(self) -> str:
@@ -87,20 +78,103 @@ class SecureAggregation:
         """Whether the sites verify and add signed parts themselves (a roster job)."""
         return self.roster is not None
 
+    # -- forwarded to the wrapped strategy ------------------------------------------------------
+    def bind(self, job: JobContext) -> None:
+        super().bind(job)
+        self.strategy.bind(job)
+
     def select(self, round_number: int, sites: Sequence[str]) -> list[str]:
         return self.strategy.select(round_number, sites)
 
+    def quorum(self) -> int:
+        """A roster job never sums fewer parts than the approved ``min_contributions``."""
+        if self.verifiable:
+            return max(self.strategy.quorum(), self.job.min_contributions)
+        return self.strategy.quorum()
+
+    # -- what travels ---------------------------------------------------------------------------
     @staticmethod
     def shares(names: Sequence[str], sizes: Mapping[str, int]) -> dict[str, float]:
         """Each asked site's FedAvg weight; they sum to 1, so encrypted sums cannot wrap."""
         total = sum(sizes[n] for n in names)
         return {n: sizes[n] / total for n in names}
 
-    def aggregate(self, updates: Sequence[Mapping[str, Any]]) -> EncryptedVector:
-        """Add the sites' encrypted updates (their ``to_dict`` form) into the next global model."""
-        return self.context.aggregate([EncryptedVector.from_dict(u) for u in updates])
+    def configure(self, call: int, sites: Sequence[str], model: Any) -> dict[str, dict[str, Any]]:
+        """The encrypted sum (or, under a roster, the signed parts) and each site's FedAvg share."""
+        base: dict[str, Any] = {"call": call, "skipped": list(range(1, call)),
+                                "weights": to_wire(model) if isinstance(model, EncryptedVector) else None}
+        if self.verifiable:
+            signed = model.payload() if isinstance(model, SignedRound) else {"parts": [], "recoveries": []}
+            base.update(signed)
+            if call <= self.job.rounds:  # the final call trains nothing: no site set
+                base["round_sites"] = self._round_sites(sites)
+        shares = self.shares(sites, self.job.sizes)
+        return {n: {**base, "weight": shares[n]} for n in sites}
 
-    # -- roster jobs ------------------------------------------------------------------------
+    def _round_sites(self, sites: Sequence[str]) -> list[str]:
+        return sorted(self.job.server_name(n) for n in sites)
+
+    def add(self, updates: Sequence[EncryptedVector]) -> EncryptedVector:
+        """Add the sites' encrypted updates into the next global model."""
+        return self.context.aggregate(list(updates))
+
+    # -- results --------------------------------------------------------------------------------
+    def accept(self, call: int, sites: Sequence[str], outcomes: Sequence[CallOutcome]) -> None:
+        """Decode each returned ciphertext or part once (:meth:`Strategy.accept`); under a roster,
+        pre-check each part alone: one that every site would refuse counts as its site's failure,
+        named with the rule (its masks are then recovered)."""
+        self._accepted = {}
+        super().accept(call, sites, outcomes)
+        if not self.verifiable:
+            return
+        shares = self.shares(sites, self.job.sizes)
+        round_sites = self._round_sites(sites)
+        for o in outcomes:
+            if o.status != "ok" or o.value is None:
+                continue
+            try:
+                self.accept_part(o.value, job_id=self.job.job_id, call=call,
+                                 site=self.job.server_name(o.site), round_sites=round_sites,
+                                 weight=shares[o.site])
+            except PrivacyError as exc:
+                refuse(o, f"its part was refused: {exc}", exc)
+                continue
+            self._accepted[o.site] = o.value
+
+    def next_model(self, call: int, sites: Sequence[str], ok: Sequence[CallOutcome], model: Any,
+                   transport: Transport) -> NextModel:
+        if not self.verifiable:
+            summed = self.add([o.value for o in ok])
+            return NextModel(summed, summed.length)
+        signed = self._signed_round(call, sites, transport)
+        download = model.nbytes if isinstance(model, SignedRound) else 0
+        return NextModel(signed, signed.parts[0].vector.length,
+                         {"download_MB": download / 2**20, "recoveries": len(signed.recoveries)})
+
+    def _signed_round(self, call: int, sites: Sequence[str], transport: Transport) -> SignedRound:
+        """The call's accepted parts, with every survivor's mask recovery when a site dropped."""
+        survivors = [n for n in sites if n in self._accepted]
+        recoveries = self._recover(call, survivors, transport) if len(survivors) < len(sites) else []
+        new = SignedRound(call=call, parts=tuple(sorted(self._accepted.values(), key=lambda p: p.site)),
+                          recoveries=tuple(sorted(recoveries, key=lambda m: m.site)))
+        try:
+            self.verify(new, job_id=self.job.job_id, min_sites=self.job.min_contributions)
+        except PrivacyError as exc:
+            raise RoundFailed(f"the round's signed parts do not verify ({exc})") from exc
+        return new
+
+    def _recover(self, call: int, survivors: list[str], transport: Transport) -> list[MaskRecovery]:
+        """Ask every survivor, in parallel, to reveal its masks with the sites that dropped out."""
+        names = self._round_sites(survivors)
+        outcomes = transport.ask({n: {"recover": call, "survivors": names} for n in survivors})
+        if failed := [o for o in outcomes if o.status != "ok"]:
+            raise RoundFailed("mask recovery failed at " + "; ".join(f"{o.site}: {o.error}" for o in failed))
+        try:
+            return [MaskRecovery.from_dict(o.result.get("recovery")) for o in outcomes]
+        except PrivacyError as exc:
+            raise RoundFailed(f"a survivor sent an unreadable mask recovery ({exc})") from exc
+
+    # -- roster checks, also used by the release -------------------------------------------------
     def accept_part(self, part: SignedPart, *, job_id: str, call: int, site: str,
                     round_sites: Sequence[str], weight: float) -> None:
         """Pre-check one returned part alone: authentic, of this call, and what ``site`` was asked for.

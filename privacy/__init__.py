@@ -13,6 +13,8 @@ Public API (imported lazily: the accounting pulls in Opacus and torch, HE pulls 
 - :func:`make_part`, :func:`aggregate_round`, :func:`decrypt_round`, :func:`recover_masks`,
   :class:`SignedPart`, :class:`MaskRecovery`, :class:`VerifiedSum` - verifiable, masked secure
   aggregation (:mod:`privacy.secagg`)
+- :func:`atomic_write`, :func:`atomic_writer`, :func:`file_lock`, :func:`utc_stamp` - how every
+  room writes, locks and time-stamps its files (:mod:`privacy.durable`)
 - errors: see :mod:`privacy.errors`
 """
 
@@ -32,6 +34,7 @@ _EXPORTS = {
     **{name: "privacy.secagg" for name in (
         "make_part", "aggregate_round", "decrypt_round", "recover_masks", "VerifiedSum")},
     **{name: "privacy.secagg_messages" for name in ("SignedPart", "MaskRecovery")},
+    **{name: "privacy.durable" for name in ("atomic_write", "atomic_writer", "file_lock", "utc_stamp")},
 }
 
 __all__ = sorted(_EXPORTS)

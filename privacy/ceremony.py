@@ -25,12 +25,12 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from privacy.durable import atomic_write
 from privacy.errors import RosterError
 from privacy.he_keys import (
     PUBLIC_FILE,
     SECRET_FILE,
     _make_private_dir,
-    _write_atomic,
     init_keys,
 )
 from privacy.roster import (
@@ -73,7 +73,7 @@ def init_federation(out_dir: str | os.PathLike[str], sites: list[str], *,
     roster = new_roster(federation_id=secrets.token_hex(16), he_key_id=he_key_id,
                         sites=[site_entry(n, *keys[n]) for n in names])
     roster_path = out / ROSTER_FILE
-    _write_atomic(roster_path, canonical_json(roster.to_dict()) + b"\n", mode=0o644)
+    atomic_write(roster_path, canonical_json(roster.to_dict()) + b"\n", mode=0o644)
     secret = secret_path.read_bytes()
     kits = {}
     for name in names:
@@ -91,6 +91,6 @@ def _existing(out: Path, names: tuple[str, ...]) -> Path | None:
 
 def _write_kit(folder: Path, kit: SiteKit, he_secret: bytes) -> Path:
     _make_private_dir(folder)
-    _write_atomic(folder / SITE_KEYS_FILE, canonical_json(kit.to_dict()) + b"\n", mode=0o600)
-    _write_atomic(folder / SECRET_FILE, he_secret, mode=0o600)
+    atomic_write(folder / SITE_KEYS_FILE, canonical_json(kit.to_dict()) + b"\n", mode=0o600)
+    atomic_write(folder / SECRET_FILE, he_secret, mode=0o600)
     return folder

@@ -34,11 +34,13 @@ runtime uses it: each site signs its part (weight and ciphertext digest included
 sites add the parts themselves (:meth:`HEContext.encrypt_residues` encrypts the masked residues).
 
 >>> import tempfile
->>> secret, public, key_id = init_keys(tempfile.mkdtemp() + "/keys")
+>>> keys = tempfile.TemporaryDirectory()
+>>> secret, public, key_id = init_keys(keys.name + "/keys")
 >>> hospital, orchestrator = load_context(secret), load_context(public)
 >>> parts = [hospital.encrypt_weighted(np.array([0.5, -1.0]), weight=w, bound=4.0) for w in (0.25, 0.75)]
 >>> hospital.decrypt_mean(orchestrator.aggregate(parts)).round(4).tolist()
 [0.5, -1.0]
+>>> keys.cleanup()
 """
 
 from __future__ import annotations
@@ -88,7 +90,11 @@ _FIELDS = ("key_id", "length", "scale", "bound", "weight_sum", "n_parts")
 
 
 def fixed_point_scale(*, bound: float) -> int:
-    """S = floor((half - margin) / bound), computed exactly so that S·bound ≤ half - margin."""
+    """S = floor((half - margin) / bound), computed exactly so that S·bound ≤ half - margin.
+
+    >>> fixed_point_scale(bound=4.0)
+    129008
+    """
     _check_real("bound", bound, low=0.0, high=math.inf)
     scale = math.floor(fractions.Fraction(HALF - MARGIN) / fractions.Fraction(bound))
     if scale < 1:
@@ -97,12 +103,22 @@ def fixed_point_scale(*, bound: float) -> int:
 
 
 def fedavg_tolerance(*, n_parts: int, scale: int, weight_sum: float, bound: float) -> float:
-    """Largest |decrypt_mean - np.average(clamped values, weights)| per coordinate (module docstring)."""
+    """Largest |decrypt_mean - np.average(clamped values, weights)| per coordinate (module docstring).
+
+    >>> f"{fedavg_tolerance(n_parts=3, scale=fixed_point_scale(bound=4.0), weight_sum=1.0, bound=4.0):.1e}"
+    '1.2e-05'
+    """
     return 0.5 * n_parts / (scale * weight_sum) + bound * 2.0**-23
 
 
 def quantize(vector: Any, *, weight: float, bound: float) -> np.ndarray:
-    """The signed fixed-point integers q = round(S·weight·clamp(x)) that a part encrypts (int64)."""
+    """The signed fixed-point integers q = round(S·weight·clamp(x)) that a part encrypts (int64).
+
+    With bound 4 (S = 129008) and weight 0.5, 9.0 is first clamped to 4.0:
+
+    >>> quantize(np.array([0.5, -1.0, 9.0]), weight=0.5, bound=4.0).tolist()
+    [32252, -64504, 258016]
+    """
     return _quantize(vector, weight=weight, bound=bound)[0]
 
 

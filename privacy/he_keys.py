@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import tenseal as ts  # type: ignore[import-untyped, unused-ignore]
 
+from privacy.durable import atomic_write
 from privacy.errors import HEError
 
 if TYPE_CHECKING:  # privacy.he imports this module; the types only flow back
@@ -115,8 +116,8 @@ def init_keys(out_dir: str | os.PathLike[str], *, overwrite: bool = False) -> tu
                           "key can then no longer be decrypted)")
     _make_private_dir(out)
     key_id, seed, context = secrets.token_hex(16), secrets.token_bytes(_SEED_BYTES), new_tenseal_context()
-    _write_atomic(secret_path, _encode(context, key_id=key_id, role=ROLE_SECRET, seed=seed), mode=0o600)
-    _write_atomic(public_path, _encode(context, key_id=key_id, role=ROLE_PUBLIC, seed=None), mode=0o644)
+    atomic_write(secret_path, _encode(context, key_id=key_id, role=ROLE_SECRET, seed=seed), mode=0o600)
+    atomic_write(public_path, _encode(context, key_id=key_id, role=ROLE_PUBLIC, seed=None), mode=0o644)
     return secret_path, public_path, key_id
 
 
@@ -139,22 +140,6 @@ def _make_private_dir(out: Path) -> None:
     except OSError as exc:
         raise HEError(f"{out}: cannot create the key directory ({exc.strerror}); choose another out_dir"
                       ) from exc
-
-
-def _write_atomic(path: Path, data: bytes, *, mode: int) -> None:
-    """Write via a temporary file so a crash never leaves half a key, with ``mode`` despite the umask."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def read_key_file(path: str | os.PathLike[str]) -> KeyFile:

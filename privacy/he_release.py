@@ -7,7 +7,8 @@ a domain tag, the 32-byte ``release_seed`` of the hospital key, n_sites, i and j
 output is reduced mod t (statistical distance from uniform < t / 2^64 < 2^-44 per value). The sum of
 all n shares is n·r (mod t); t is prime, so r = n^-1 · Σ s_i. Any n - 1 shares miss one mask and
 stay uniformly masked. A job_id must name one release: two releases under one job_id would reveal
-the difference of their plaintexts.
+the difference of their plaintexts. :func:`masked_residues` masks any residues every site holds
+identically: a server optimizer's final model, which each site computed from the same sums.
 """
 
 from __future__ import annotations
@@ -48,8 +49,24 @@ def release_mask(ctx: HEContext, *, job_id: str, site_index: int, n_sites: int, 
 def release_share(ctx: HEContext, enc: EncryptedVector, *, job_id: str, site_index: int,
                   n_sites: int) -> np.ndarray:
     """What site ``site_index`` returns to release ``enc``: (plaintext residues + its mask) mod t."""
-    mask = release_mask(ctx, job_id=job_id, site_index=site_index, n_sites=n_sites, length=enc.length)
-    return (ctx.decrypt_sum_residues(enc) + mask) % PLAIN_MODULUS
+    return masked_residues(ctx, ctx.decrypt_sum_residues(enc), job_id=job_id, site_index=site_index,
+                           n_sites=n_sites)
+
+
+def masked_residues(ctx: HEContext, residues: np.ndarray, *, job_id: str, site_index: int,
+                    n_sites: int) -> np.ndarray:
+    """(residues + this site's mask) mod t, for residues every site holds identically.
+
+    A decrypted sum is one such vector; a model every site computed itself from the same sums (a
+    server optimizer's global model, quantized as a sum would be) is another: shares of identical
+    residues, with masks that sum to zero, unmask to those residues.
+    """
+    values = np.asarray(residues)
+    if values.ndim != 1 or values.dtype.kind not in "iu" or not values.size or values.min() < 0 \
+            or values.max() >= PLAIN_MODULUS:
+        raise HEError(f"residues must be a non-empty 1-D integer array in [0, {PLAIN_MODULUS})")
+    mask = release_mask(ctx, job_id=job_id, site_index=site_index, n_sites=n_sites, length=values.size)
+    return (values.astype(np.int64) + mask) % PLAIN_MODULUS
 
 
 def _check_release(*, job_id: str, site_index: int, n_sites: int, length: int) -> None:

@@ -37,7 +37,8 @@ lie one call later; it does not prevent it.
 >>> from privacy.ceremony import init_federation
 >>> from privacy.he import load_context
 >>> from privacy.roster import load_site_kit
->>> fed = init_federation(tempfile.mkdtemp() + "/keys", ["st-mary", "general"])
+>>> keys = tempfile.TemporaryDirectory()
+>>> fed = init_federation(keys.name + "/keys", ["st-mary", "general"])
 >>> kits = {name: load_site_kit(folder) for name, folder in fed.kits.items()}
 >>> hospital = load_context(fed.secret_path)
 >>> parts = [make_part(kits[n], hospital, np.array([0.5, -1.0]), weight=0.5, bound=4.0, job_id="job-1",
@@ -45,6 +46,7 @@ lie one call later; it does not prevent it.
 >>> verified = aggregate_round(hospital, fed.roster, parts, job_id="job-1", call=1)
 >>> decrypt_round(hospital, verified).round(4).tolist()
 [0.5, -1.0]
+>>> keys.cleanup()
 """
 
 from __future__ import annotations

@@ -99,3 +99,11 @@ def test_demo_refuses_a_file_as_workdir(tmp_path: Path) -> None:
 def test_demo_help_says_what_workdir_may_be() -> None:
     out = " ".join(run_cli("demo", "--help").out.split())
     assert "must be new, empty, or an earlier demo's folder" in out and ".medsyft-demo" in out
+
+
+def test_demo_refuses_an_order_statistic_under_he_before_it_creates_anything(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    result = run_cli("demo", "--strategy", "fedmedian", "--workdir", str(workdir))
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1
+    assert "--strategy fedmedian needs --no-he" in result.err
+    assert not workdir.exists()

@@ -3,12 +3,15 @@
 - models: :func:`build_model`, :func:`register_model`, :func:`available_models`,
   :func:`default_model` - named networks, all ready for DP-SGD (GroupNorm, no in-place ops)
 - weights: :data:`Weights`, :func:`get_weights`, :func:`set_weights`, :func:`fedavg`,
-  :func:`flatten`, :func:`unflatten`, :func:`weights_nbytes` - plain numpy state that travels
+  :func:`flatten`, :func:`unflatten`, :func:`layout_of`, :func:`load_plain`,
+  :func:`weights_nbytes` - plain numpy state that travels (as a ``domains.shared.PlainModel``)
 - local: :class:`TrainConfig`, :class:`LocalResult`, :func:`train_local`, :func:`to_tensor_images`
 - evaluate: :class:`EvalResult`, :func:`pool`, :func:`histogram_auc`, :data:`BINS`; the
   function ``evaluate`` is imported from :mod:`domains.training.evaluate` (at package level
   that name is the submodule, whatever the import order)
 - split: :func:`train_val_split`
+- server_step: :class:`ServerStep`, :class:`ServerState`, :func:`server_update` - FedAvgM, FedAdam,
+  FedYogi, the one step both the orchestrator (plaintext) and every site (under HE) take
 - errors: :class:`TrainingError`, :class:`TrainConfigError`, :class:`UnknownModel`
 
 Names are imported on first use: torch, MONAI and Opacus take seconds to load, and the CLI
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
     from domains.training.evaluate import BINS, EvalResult, histogram_auc, pool
     from domains.training.local import OPTIMIZERS, LocalResult, TrainConfig, to_tensor_images, train_local
     from domains.training.models import available_models, build_model, default_model, register_model
+    from domains.training.server_step import ServerState, ServerStep, server_update
     from domains.training.split import train_val_split
     from domains.training.weights import (
         Layout,
@@ -34,6 +38,8 @@ if TYPE_CHECKING:
         fedavg,
         flatten,
         get_weights,
+        layout_of,
+        load_plain,
         set_weights,
         unflatten,
         weights_nbytes,
@@ -44,10 +50,11 @@ _MODULES = {
     "evaluate": ["BINS", "EvalResult", "histogram_auc", "pool"],
     "local": ["OPTIMIZERS", "LocalResult", "TrainConfig", "to_tensor_images", "train_local"],
     "models": ["available_models", "build_model", "default_model", "register_model"],
+    "server_step": ["ServerState", "ServerStep", "server_update"],
     "split": ["train_val_split"],
     "weights": [
-        "Layout", "Weights", "fedavg", "flatten", "get_weights", "set_weights", "unflatten",
-        "weights_nbytes",
+        "Layout", "Weights", "fedavg", "flatten", "get_weights", "layout_of", "load_plain", "set_weights",
+        "unflatten", "weights_nbytes",
     ],
 }
 _EXPORTS = {name: f"domains.training.{module}" for module, names in _MODULES.items() for name in names}
@@ -58,6 +65,8 @@ __all__ = [
     "EvalResult",
     "Layout",
     "LocalResult",
+    "ServerState",
+    "ServerStep",
     "TrainConfig",
     "TrainConfigError",
     "TrainingError",
@@ -70,8 +79,11 @@ __all__ = [
     "flatten",
     "get_weights",
     "histogram_auc",
+    "layout_of",
+    "load_plain",
     "pool",
     "register_model",
+    "server_update",
     "set_weights",
     "to_tensor_images",
     "train_local",

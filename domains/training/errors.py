@@ -47,3 +47,8 @@ class LedgerCorrupt(TrainingError):
 
 class PrivateComputationFailed(TrainingError):
     """Raised for any failure after private data was touched; its message never depends on the data."""
+
+
+class MissedAggregate(TrainingError):
+    """Raised when a site's copy of a server optimizer's state is not at the previous call: it missed
+    an aggregate, cannot rebuild the optimizer's moments, and stays out of the job."""

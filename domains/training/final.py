@@ -11,22 +11,29 @@ this site evaluated at the final call, and returns the plaintext masked by this 
 share of a zero-sum mask derived from the hospitals' secret (``privacy.he``): only the
 sum of every site's share unmasks the model, so one approving hospital cannot release it
 alone. After its own approval a hospital may use the model locally (:func:`released_model`).
+
+Under a server optimizer (``spec.server``) the final model is not the final sum but x_R, the
+step every site took from it (:mod:`domains.training.site_global`); ``final.json`` also keeps
+the public hash of that state. The release still checks the final sum, checks the hash too (the
+payload's, the record's and the state file's must agree), and masks x_R quantized as a sum of
+weight 1 would be: every site holds the same x_R, so the shares unmask to it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from domains import budget, he_key
 from domains.datadir import DataDir
+from domains.shared.plain_model import PlainModel, layout_to_json
 from domains.training.errors import TrainingError
 from domains.training.spec import JobSpec
+from privacy.durable import atomic_write, atomic_writer
+from privacy.durable import utc_stamp as _now
 
 if TYPE_CHECKING:
     from privacy.he import EncryptedVector
@@ -36,20 +43,30 @@ FINAL_RECORD = "final.json"
 RELEASED = "released.json"
 
 
-def keep_final(data_dir: DataDir, spec: JobSpec, encrypted: EncryptedVector, vector: np.ndarray, *,
-               transcript: str = "") -> None:
+def keep_final(data_dir: DataDir, spec: JobSpec, encrypted: EncryptedVector, model: PlainModel | np.ndarray,
+               *, transcript: str = "", state_hash: str = "") -> None:
     """At the final call: keep the decrypted model and the digest of what it was decrypted from.
 
     Under a roster job *encrypted* is the verified sum of the last call's signed parts and
     *transcript* names the parts it added, so the release checks the sum every site verified.
+    Under a server optimizer *model* is the site's final global model and *state_hash* its
+    state's public hash. The vector goes to ``final-model.npz``, the layout of a
+    :class:`PlainModel` to ``final.json`` (the release returns it, so the scientist needs no torch
+    model to read the released vector; a bare vector keeps none).
     """
     folder = data_dir.jobs_dir / spec.job_id
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _write(folder / FINAL_MODEL, lambda fh: np.save(fh, vector.astype(np.float32)))
-    record = {"digest": encrypted.digest(), "time": _now(), "spec": spec.to_dict()}
+    vector = model.vector if isinstance(model, PlainModel) else np.asarray(model, np.float32)
+    with atomic_writer(folder / FINAL_MODEL, mode=0o600) as fh:
+        np.save(fh, vector)
+    record: dict[str, Any] = {"digest": encrypted.digest(), "time": _now(), "spec": spec.to_dict()}
+    if isinstance(model, PlainModel):
+        record["layout"] = layout_to_json(model.layout)
     if transcript:
         record["transcript"] = transcript
-    _write(folder / FINAL_RECORD, lambda fh: fh.write(json.dumps(record, indent=2).encode()))
+    if state_hash:
+        record["global_state_hash"] = state_hash
+    atomic_write(folder / FINAL_RECORD, json.dumps(record, indent=2), mode=0o600)
 
 
 def run_release(release: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
@@ -78,12 +95,42 @@ def run_release(release: dict[str, Any], payload: dict[str, Any]) -> dict[str, A
         raise TrainingError("the ciphertext to release is not the final model this datasite "
                             f"evaluated for job {spec.job_id}; send the run's last global model")
     context = he_key.load(data_dir, expect=spec.he.key_id)
-    share = release_share(context, encrypted, job_id=spec.job_id, site_index=index, n_sites=n_sites)
-    _write(folder / RELEASED, lambda fh: fh.write(json.dumps(
-        {"time": _now(), "site_index": index, "n_sites": n_sites}).encode()))
-    return {"share": share, "scale": encrypted.scale, "weight_sum": encrypted.weight_sum,
-            "plain_modulus": int(context.params["plain_modulus"]), "site_index": index,
+    if spec.server is None:
+        share = release_share(context, encrypted, job_id=spec.job_id, site_index=index, n_sites=n_sites)
+        out = {"share": share, "scale": encrypted.scale, "weight_sum": encrypted.weight_sum}
+    else:
+        out = _stepped_share(data_dir, spec, record, payload, context, index=index, n_sites=n_sites)
+    atomic_write(folder / RELEASED, json.dumps({"time": _now(), "site_index": index, "n_sites": n_sites}),
+                 mode=0o600)
+    if "layout" in record:  # kept since the codec; an older final.json has none
+        out["layout"] = record["layout"]
+    return {**out, "plain_modulus": int(context.params["plain_modulus"]), "site_index": index,
             "record": _record(data_dir, spec)}
+
+
+def _stepped_share(data_dir: DataDir, spec: JobSpec, record: dict[str, Any], payload: dict[str, Any],
+                   context: Any, *, index: int, n_sites: int) -> dict[str, Any]:
+    """This site's masked share of its final global model x_R, once its state hash is the released one."""
+    from domains.training.site_global import SiteGlobal
+    from privacy.he import fixed_point_scale, quantize
+    from privacy.he_keys import PLAIN_MODULUS
+    from privacy.he_release import masked_residues
+
+    assert spec.he is not None
+    kept = record.get("global_state_hash")
+    state = SiteGlobal(data_dir, spec).load()
+    if not kept or state is None or state.call != spec.max_calls or state.digest(spec.job_id) != kept:
+        raise TrainingError(f"this datasite's global state of job {spec.job_id} is not the one it evaluated "
+                            "at the final call; it has no final model to release")
+    if payload.get("global_state_hash") != kept:
+        named = str(payload.get("global_state_hash"))[:12]
+        raise TrainingError(f"the release names global state {named} but this datasite's final global state "
+                            f"is {kept[:12]}; release the state every site evaluated at the final call")
+    bound = spec.he.weight_bound
+    residues = quantize(state.model, weight=1.0, bound=bound) % PLAIN_MODULUS
+    share = masked_residues(context, residues, job_id=spec.job_id, site_index=index, n_sites=n_sites)
+    return {"share": share, "scale": fixed_point_scale(bound=bound), "weight_sum": 1.0,
+            "global_state_hash": kept}
 
 
 def roster_position(data_dir: DataDir, spec: JobSpec, release: dict[str, Any]) -> tuple[int, int]:
@@ -122,14 +169,3 @@ def released_model(data_dir: DataDir, job_id: str) -> tuple[JobSpec, np.ndarray]
     record = json.loads((folder / FINAL_RECORD).read_text())
     return JobSpec.from_dict(record["spec"]), np.load(folder / FINAL_MODEL)
 
-
-def _write(path: Path, write: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        write(fh)
-    os.replace(tmp, path)
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -3,7 +3,8 @@
 ``DIR/jobs/JOB/ledger.jsonl`` gets one fsync'ed line per event of a call (``started``, then
 ``done`` or ``failed``, or ``refused`` when an expected check stopped it before any private
 data was read, which may be tried again; ``skipped`` when the orchestrator gave a call up) and
-``DIR/jobs/JOB/call-N.npz`` keeps a finished call's result. A job may run calls
+``DIR/jobs/JOB/call-N.npz`` keeps a finished call's result (its update in the codec's stored
+form, :func:`domains.shared.codec.to_npz`; results stored by older versions still replay). A job may run calls
 1..max_calls, in order, each at most once: a call number outside that range is refused
 (:class:`ExecutionLimitReached`), a call before its predecessor was resolved is refused
 (:class:`CallOutOfOrder`), and a call that failed or was interrupted is never tried again
@@ -15,19 +16,15 @@ lost, and without releasing anything it had not already released.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
-import tempfile
-from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from domains.errors import MedsyftDomainError
+from domains.shared import codec
+from domains.shared.errors import CodecError
 from domains.training.errors import (
     CallNotRepeatable,
     CallOutOfOrder,
@@ -35,51 +32,27 @@ from domains.training.errors import (
     LedgerCorrupt,
     PrivateComputationFailed,
 )
+from privacy.durable import file_lock, utc_stamp
 from privacy.errors import PrivacyError
 
-_WEIGHT_PREFIX = "w::"
-_FLAT = "__flat__"  # weights sent as one flattened vector come back the same way
-_ARRAY_PREFIX = "a::"  # other array results, e.g. a release share
-_CHUNK_PREFIX = "c::"  # an encrypted update's ciphertexts, one uint8 array each (older results)
-_PACKED = "packed::"  # an encrypted update's ciphertexts packed into one uint8 array
 
-
-def _save_result(path: Path, result: dict[str, Any]) -> None:
-    weights = result.get("weights")
-    meta = {k: v for k, v in result.items() if k != "weights" and not isinstance(v, np.ndarray)}
-    arrays = {f"{_ARRAY_PREFIX}{k}": v for k, v in result.items()
-              if k != "weights" and isinstance(v, np.ndarray)}
-    if isinstance(weights, dict) and "chunks" in weights:  # encrypted: metadata + packed ciphertexts
-        meta["encrypted"] = {k: v for k, v in weights.items() if k != "chunks"}
-        arrays[_PACKED] = np.asarray(weights["chunks"], dtype=np.uint8)
-    else:
-        named = {_FLAT: weights} if isinstance(weights, np.ndarray) else (weights or {})
-        arrays.update({f"{_WEIGHT_PREFIX}{k}": v for k, v in named.items()})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, __meta__=np.array(json.dumps(meta, default=float)), **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _save_result(path: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """Keep a finished call's result, its update through the codec; returns the result as the call
+    returns it (the update in its wire form)."""
+    value = result.get("weights")
+    value = None if value is None else codec.as_value(value)
+    codec.to_npz(path, value, fields={k: v for k, v in result.items() if k != "weights"})
+    return {**result, "weights": codec.to_wire(value)} if value is not None else result
 
 
 def _load_result(path: Path) -> dict[str, Any]:
-    with np.load(path, allow_pickle=False) as npz:
-        result: dict[str, Any] = json.loads(str(npz["__meta__"]))
-        weights = {k[len(_WEIGHT_PREFIX):]: npz[k] for k in npz.files if k.startswith(_WEIGHT_PREFIX)}
-        result.update({k[len(_ARRAY_PREFIX):]: npz[k] for k in npz.files if k.startswith(_ARRAY_PREFIX)})
-        chunks = sorted((int(k[len(_CHUNK_PREFIX):]), npz[k].tobytes()) for k in npz.files
-                        if k.startswith(_CHUNK_PREFIX))
-        packed = npz[_PACKED] if _PACKED in npz.files else None
-    encrypted = result.pop("encrypted", None)
-    if encrypted is not None:
-        result["weights"] = {**encrypted, "chunks": packed if packed is not None else [c for _, c in chunks]}
-        return result
-    result["weights"] = weights.get(_FLAT, weights) if weights else None
-    return result
+    """A stored result as the call returned it; older forms read too (:mod:`domains.shared.legacy`)."""
+    try:
+        stored = codec.read_npz(path)
+    except CodecError as exc:
+        raise LedgerCorrupt(f"{exc}; the call's stored result cannot be replayed: restore it from a "
+                            "backup") from exc
+    return {**stored.fields, "weights": None if stored.value is None else codec.to_wire(stored.value)}
 
 
 class JobLedger:
@@ -91,15 +64,6 @@ class JobLedger:
         self.retry_failed = retry_failed  # only for calls that compute on no private data
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = self.dir / "ledger.jsonl"
-
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        with open(self.dir / ".lock", "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
 
     def entries(self) -> list[dict[str, Any]]:
         if not self.path.exists():
@@ -145,7 +109,7 @@ class JobLedger:
                 "submit a new job for more rounds"
             )
         stored = self.dir / f"call-{call}.npz"
-        with self._lock():  # one call at a time per job: a replay waits for the original
+        with file_lock(self.dir / ".lock"):  # one call at a time per job: a replay waits for the original
             if stored.exists():
                 result = _load_result(stored)
                 result["replayed"] = True
@@ -168,7 +132,7 @@ class JobLedger:
                 self._append({"call": call, "state": "failed" if _reached_data(exc) else "refused",
                               "error": type(exc).__name__})
                 raise
-            _save_result(stored, result)
+            result = _save_result(stored, result)
             self._append({"call": call, "state": "done", "task": result.get("task"),
                           "n_train": result.get("n_train"),
                           "opacus_history": result.get("opacus_history")})
@@ -185,7 +149,7 @@ class JobLedger:
 
     def _append(self, entry: dict[str, Any]) -> None:
         """One fsync'ed line per event, stamped with the time it happened."""
-        line = json.dumps({**entry, "time": datetime.now(UTC).isoformat(timespec="milliseconds")})
+        line = json.dumps({**entry, "time": utc_stamp("milliseconds")})
         with self.path.open("a") as fh:
             fh.write(line + "\n")
             fh.flush()

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from domains.training.errors import TrainConfigError, TrainingError
+from domains.training.proximal import ProximalTerm, dp_step
 
 OPTIMIZERS = ("adam", "sgd")
 
@@ -35,6 +36,10 @@ class TrainConfig:
         momentum: SGD momentum; ignored by Adam.
         weight_decay: L2 penalty passed to the optimizer.
         seed: fixes shuffling and any random layers, so runs are repeatable.
+        proximal_mu: FedProx's μ: local training adds (μ/2)·||w − w_global||², pulling the
+            model towards the global model the site was sent (see
+            :mod:`domains.training.proximal`, also for how it applies under DP). 0 (the
+            default) is plain local training, FedAvg's.
     """
 
     epochs: int = 1
@@ -44,6 +49,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     seed: int = 0
+    proximal_mu: float = 0.0
 
     def validate(self) -> None:
         """Check every field, so a bad value fails before any site spends time training.
@@ -76,6 +82,10 @@ class TrainConfig:
                 f"weight_decay must be >= 0 (got {self.weight_decay!r})",
             ),
             (_is_int(self.seed) and self.seed >= 0, f"seed must be an integer >= 0 (got {self.seed!r})"),
+            (
+                _is_real(self.proximal_mu) and self.proximal_mu >= 0,
+                f"proximal_mu must be a finite number >= 0 (got {self.proximal_mu!r})",
+            ),
         ]
         for ok, message in rules:
             if not ok:
@@ -122,7 +132,8 @@ class LocalResult:
 
     Attributes:
         n_samples: local images trained on (the FedAvg weight).
-        mean_loss: mean training loss over the last epoch.
+        mean_loss: mean training loss over the last epoch (the data's loss, without FedProx's
+            proximal term).
         steps: optimizer steps taken over all epochs.
         seconds: wall-clock training time.
         privacy_history: under DP, what Opacus's own accountant recorded for this run, as
@@ -216,6 +227,10 @@ def train_local(
     (sampling and noise) comes from the operating system, not from ``config.seed``: a seed the
     scientist knows would let them reproduce, and so subtract, the noise.
 
+    With ``config.proximal_mu`` > 0 (FedProx), training is pulled towards *model* as it is
+    passed in, the global model: a frozen copy of it is the anchor. Under DP the pull is added
+    after Opacus privatized the gradient, so it costs no ε (:mod:`domains.training.proximal`).
+
     Raises:
         TrainConfigError: for an invalid ``config``.
         TrainingError: for arrays not in the ImageSet layout, labels that do not fit the
@@ -257,6 +272,7 @@ def _run_epochs(
     """The training loop; returns the last epoch's mean loss and the number of steps."""
     loss_fn = nn.BCEWithLogitsLoss() if multi_label else nn.CrossEntropyLoss()
     optimizer = _optimizer(model, config)
+    proximal = ProximalTerm.of(model, mu=config.proximal_mu)
     shuffle = torch.Generator().manual_seed(config.seed)
     n, steps, epoch_loss = len(pixels), 0, torch.zeros((), dtype=torch.float64)
     for epoch in range(config.epochs):
@@ -267,7 +283,7 @@ def _run_epochs(
                 check_logits(logits, labels, multi_label=multi_label)
             loss = loss_fn(logits, targets[idx])
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss if proximal is None else loss + proximal.penalty()).backward()
             optimizer.step()
             epoch_loss += loss.detach() * len(idx)  # no .item(): no sync per batch
             steps += 1
@@ -305,6 +321,7 @@ def _run_dp_epochs(
 
     loss_fn = nn.BCEWithLogitsLoss() if multi_label else nn.CrossEntropyLoss()
     loader = DataLoader(TensorDataset(pixels, targets), batch_size=config.batch_size)
+    proximal = ProximalTerm.of(model, mu=config.proximal_mu)  # anchored before any step
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Ss]ecure RNG.*")  # OS-seeded, see train_local
         engine = PrivacyEngine(accountant="rdp")
@@ -320,7 +337,7 @@ def _run_dp_epochs(
             # uint8 inputs need no gradient, so torch notes the first layer's hook fires on outputs
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
             steps, seen = _dp_loop(private, optimizer, private_loader, loss_fn, labels, config,
-                                   multi_label, epoch_loss)
+                                   multi_label, epoch_loss, proximal)
     finally:
         private.remove_hooks() if hasattr(private, "remove_hooks") else None
     history = [(float(s), float(q), int(k)) for s, q, k in engine.accountant.history]
@@ -328,8 +345,12 @@ def _run_dp_epochs(
 
 
 def _dp_loop(private: nn.Module, optimizer: Any, loader: Any, loss_fn: nn.Module, labels: np.ndarray,
-             config: TrainConfig, multi_label: bool, epoch_loss: torch.Tensor) -> tuple[int, int]:
-    """The DP-SGD loop; fills *epoch_loss* with the last epoch's summed loss."""
+             config: TrainConfig, multi_label: bool, epoch_loss: torch.Tensor,
+             proximal: ProximalTerm | None) -> tuple[int, int]:
+    """The DP-SGD loop; fills *epoch_loss* with the last epoch's summed loss.
+
+    FedProx's term never enters the loss here: Opacus would drop it (see :func:`dp_step`).
+    """
     steps = seen = 0
     for epoch in range(config.epochs):
         epoch_loss.zero_()
@@ -339,14 +360,14 @@ def _dp_loop(private: nn.Module, optimizer: Any, loader: Any, loss_fn: nn.Module
             logits = private(batch_pixels.float().div_(255.0))
             if len(batch_pixels) == 0:  # Poisson sampling drew no image: the step adds noise only
                 logits.sum().backward()
-                optimizer.step()
+                dp_step(optimizer, proximal)
                 steps += 1
                 continue
             if seen == 0:
                 check_logits(logits, labels, multi_label=multi_label)
             loss = loss_fn(logits, batch_targets)
             loss.backward()
-            optimizer.step()
+            dp_step(optimizer, proximal)
             epoch_loss += loss.detach() * len(batch_pixels)
             seen += len(batch_pixels)
             steps += 1

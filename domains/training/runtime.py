@@ -14,10 +14,17 @@ data, every failure (a loss that became NaN, say) reaches the scientist as one
 fixed message with a random reference; the reason goes to the datasite's log only,
 because a message that depends on the data would leak it.
 
+The global model arrives, and the update leaves, in the wire form of :mod:`domains.shared.codec`:
+without HE a plaintext model with its layout, which is checked against the approved model before
+any private data is read (the bare float32 vector of an orchestrator of the previous version is
+still taken, and answered in kind).
+
 Under a job with a roster (``he.roster``) the global model is the verified sum of the previous
 call's signed parts and the update leaves as this site's own signed part
 (:mod:`domains.training.secure_round`); a refusal names its rule and site, before anything is
-decrypted or any private data is read, and the ledger records it as ``refused``.
+decrypted or any private data is read, and the ledger records it as ``refused``. Under HE with
+a server optimizer (``spec.server``) the global model is this site's own step from the decrypted
+mean (:mod:`domains.training.site_global`), and every result carries its state's public hash.
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ import numpy as np
 from domains import budget, he_key, store
 from domains.datadir import DataDir
 from domains.errors import MedsyftDomainError
+from domains.shared import codec
+from domains.shared.plain_model import MODEL_FORMAT, PlainModel
 from domains.training import final
 from domains.training.errors import PrivateComputationFailed, TrainingError
 from domains.training.evaluate import evaluate
@@ -45,10 +54,11 @@ from domains.training.models import build_model
 from domains.training.plan import JobPlan, job_plan, split
 from domains.training.release import noisy_release
 from domains.training.secure_round import SecureRound, recover
+from domains.training.site_global import step_global
 from domains.training.spec import JobSpec
 from domains.training.split import val_count
 from domains.training.threads import configure_threads
-from domains.training.weights import flatten, get_weights, set_weights, unflatten
+from domains.training.weights import flatten, get_weights, layout_of, load_plain
 from privacy.accounting import compact
 from privacy.errors import AggregationRefused, PrivacyError
 
@@ -82,61 +92,83 @@ def _site_data(data_dir: DataDir, spec: JobSpec, bound_labels: np.ndarray) -> _S
 
 
 def _incoming(spec: JobSpec, call: int, payload: dict[str, Any], model: Any, data_dir: DataDir,
-              secure: SecureRound | None) -> None:
-    """Load the global model the orchestrator sent (decrypting it under HE) into *model*."""
+              secure: SecureRound | None) -> str | None:
+    """Load the global model the orchestrator sent (decrypting it under HE) into *model*.
+
+    Under a server optimizer the global model is this site's own step from the decrypted mean
+    (:mod:`domains.training.site_global`); the public hash of its state is returned.
+    """
+    if spec.he is None:
+        _plain_incoming(call, payload["weights"], model)
+        return None
+    mean, summed, transcript = _decrypted(spec, call, payload, data_dir, secure)
+    vector, state_hash = mean, None
+    if spec.server is not None:
+        vector, state_hash = step_global(data_dir, spec, call, mean, initial=flatten(get_weights(model))[0])
+    if vector is not None:
+        received = PlainModel(vector, layout_of(model))  # decrypted here: the approved model's layout
+        load_plain(model, received)
+        if call == spec.max_calls and summed is not None:
+            # the final model: kept here for local use after its release, with what it came from
+            final.keep_final(data_dir, spec, summed, received, transcript=transcript,
+                             state_hash=state_hash or "")
+    return state_hash
+
+
+def _plain_incoming(call: int, sent: Any, model: Any) -> None:
+    """Load the plaintext global model; its layout is checked against the approved model here,
+    before any private data is read. A bare float32 vector is what an orchestrator of the previous
+    version sends (hospitals upgrade separately): it takes the approved model's layout."""
+    if sent is None:
+        if call == 1:
+            return  # round 1 starts from the registry's seeded initial model, built on this site
+        raise TrainingError("payload['weights'] must be the global model (its medsyft-model/1 form)")
+    received = codec.from_wire(sent, layout=layout_of(model))
+    if not isinstance(received, PlainModel):
+        raise TrainingError(f"this job trains in plaintext: payload['weights'] must be a plaintext model, "
+                            f"not a {type(received).__name__}")
+    load_plain(model, received)
+
+
+def _decrypted(spec: JobSpec, call: int, payload: dict[str, Any], data_dir: DataDir,
+               secure: SecureRound | None) -> tuple[np.ndarray | None, Any, str]:
+    """The previous call's decrypted mean (None at call 1), the encrypted sum it came from and,
+    under a roster, the transcript of the signed parts it verified."""
+    assert spec.he is not None
     if secure is not None:  # a roster job: the model is the verified sum of the signed parts
-        _verified_incoming(spec, call, model, data_dir, secure)
-        return
+        mean = secure.global_model()  # refuses, before decrypting, anything the parts do not prove
+        verified = secure.verified
+        return mean, verified.vector if verified else None, verified.transcript if verified else ""
     sent = payload["weights"]
     if sent is None and call == 1:
-        return  # round 1 starts from the registry's seeded initial model, built on this site
-    if spec.he is not None:
-        if not isinstance(sent, dict):
-            raise TrainingError("this job aggregates under HE: the global model must arrive encrypted")
-        from privacy.he import EncryptedVector
+        return None, None, ""  # round 1 starts from the registry's seeded initial model
+    from privacy.he import EncryptedVector
 
-        context = he_key.load(data_dir, expect=spec.he.key_id)
-        encrypted = EncryptedVector.from_dict(sent)
-        if encrypted.key_id == context.key_id and encrypted.n_parts < spec.min_contributions:
-            raise TrainingError(f"the global model sums {encrypted.n_parts} site update(s), fewer than "
-                                f"the {spec.min_contributions} this job was approved with")
-        vector = context.decrypt_mean(encrypted)  # refuses another federation's key first
-        set_weights(model, unflatten(vector, flatten(get_weights(model))[1]))
-        if call == spec.max_calls:  # the final model: kept here for local use after its release
-            final.keep_final(data_dir, spec, encrypted, vector)
-    elif isinstance(sent, np.ndarray):  # one float32 vector travels faster than a dict
-        set_weights(model, unflatten(sent, flatten(get_weights(model))[1]))
-    elif isinstance(sent, dict):
-        set_weights(model, sent)
-    else:
-        raise TrainingError("payload['weights'] must be the global model (a flat vector or a dict)")
-
-
-def _verified_incoming(spec: JobSpec, call: int, model: Any, data_dir: DataDir, secure: SecureRound) -> None:
-    """The verified sum as the global model; at the final call, kept with its digest for the release."""
-    vector = secure.global_model()  # refuses, before decrypting, anything the parts do not prove
-    if vector is None:
-        return  # call 1: the registry's seeded initial model
-    set_weights(model, unflatten(vector, flatten(get_weights(model))[1]))
-    if call == spec.max_calls and secure.verified is not None:
-        final.keep_final(data_dir, spec, secure.verified.vector, vector,
-                         transcript=secure.verified.transcript)
+    context = he_key.load(data_dir, expect=spec.he.key_id)
+    encrypted = codec.from_wire(sent) if isinstance(sent, dict) else None
+    if not isinstance(encrypted, EncryptedVector):
+        raise TrainingError("this job aggregates under HE: the global model must arrive encrypted")
+    if encrypted.key_id == context.key_id and encrypted.n_parts < spec.min_contributions:
+        raise TrainingError(f"the global model sums {encrypted.n_parts} site update(s), fewer than "
+                            f"the {spec.min_contributions} this job was approved with")
+    return context.decrypt_mean(encrypted), encrypted, ""  # refuses another federation's key first
 
 
 def _outgoing(spec: JobSpec, payload: dict[str, Any], model: Any, data_dir: DataDir,
               secure: SecureRound | None) -> dict[str, Any]:
     """The trained model as it leaves the site: encrypted and pre-weighted under HE (masked and
     signed under a roster)."""
-    vector = flatten(get_weights(model))[0]
+    trained = PlainModel.from_weights(get_weights(model))
     if spec.he is None:
-        return {"weights": vector}
+        return {"weights": trained}  # the ledger returns it in its wire form
+    vector = trained.vector
     weight = _share(payload)
     if secure is not None:
         return secure.sign(vector, weight=weight)
     context = he_key.load(data_dir, expect=spec.he.key_id)
     bound = spec.he.weight_bound
     encrypted = context.encrypt_weighted(vector, weight=weight, bound=bound)
-    return {"weights": encrypted.to_dict(), "clamped": int(np.count_nonzero(np.abs(vector) > bound))}
+    return {"weights": encrypted, "clamped": int(np.count_nonzero(np.abs(vector) > bound))}
 
 
 def _share(payload: dict[str, Any]) -> float:
@@ -176,7 +208,7 @@ def _compute(spec: JobSpec, call: int, data: _SiteData, payload: dict[str, Any],
             secure = SecureRound.open(spec, call, payload, data_dir, site=site)
     model = build_model(spec.model, in_channels=spec.in_channels, num_classes=spec.num_classes,
                         image_size=spec.image_size, seed=spec.train.seed)
-    _incoming(spec, call, payload, model, data_dir, secure)
+    state_hash = _incoming(spec, call, payload, model, data_dir, secure)
     plan = None
     if spec.dp is not None:  # charge before any private image is touched
         plan = job_plan(spec, n_train=len(data.train_idx),
@@ -189,6 +221,8 @@ def _compute(spec: JobSpec, call: int, data: _SiteData, payload: dict[str, Any],
         raise _private_failure(call, exc) from None
     if plan is not None:
         result["privacy"] = _privacy_report(data_dir, spec, plan)
+    if state_hash is not None:
+        result["global_state_hash"] = state_hash
     return result
 
 
@@ -267,7 +301,7 @@ def run_task(labels: Any, job: dict[str, Any], payload: dict[str, Any]) -> dict[
         result = ledger.run(call, lambda: _compute(spec, call, data, payload, data_dir),
                             skipped=_skipped(payload, call))
         result["site_seconds"] = time.perf_counter() - started
-        return result
+        return _in_kind(payload, result)
 
     return _guarded(call_once)
 
@@ -282,6 +316,16 @@ def run_release(labels: Any, release: dict[str, Any], payload: dict[str, Any]) -
         return ledger.run(1, lambda: final.run_release(release, payload))
 
     return _guarded(release_once)
+
+
+def _in_kind(payload: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """The result in the form the orchestrator sent: one of the previous version sends and reads a
+    bare float32 vector, so it gets the plaintext model's vector alone."""
+    back = result.get("weights")
+    if isinstance(payload.get("weights"), np.ndarray) and isinstance(back, dict) \
+            and back.get("format") == MODEL_FORMAT:
+        return {**result, "weights": back["vector"]}
+    return result
 
 
 def _skipped(payload: dict[str, Any], call: int) -> list[int]:

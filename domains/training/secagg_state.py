@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from filelock import FileLock
 
 from domains.datadir import DataDir
 from domains.training import parts
 from domains.training.errors import LedgerCorrupt, TrainingError
+from privacy.durable import atomic_write, file_lock
 from privacy.errors import PrivacyError
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ class SecAggState:
         self.dir = data_dir.jobs_dir / job_id / "secagg"
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = self.dir / "state.json"
-        self.lock = FileLock(self.dir / ".lock")  # reentrant: composite steps hold it around the parts
+        self.lock = file_lock(self.dir / ".lock")  # reentrant: composite steps hold it around the parts
 
     # -- this site's own parts ----------------------------------------------------------
     def own_part(self, call: int) -> SignedPart | None:
@@ -66,7 +66,7 @@ class SecAggState:
             record, chunks = parts.to_record(part)
             buffer = io.BytesIO()
             np.savez(buffer, header=np.array(json.dumps(record)), chunks=chunks)
-            _write(path, buffer.getvalue())
+            atomic_write(path, buffer.getvalue(), mode=0o600)
 
     # -- what it was shown, verified and revealed -------------------------------------------
     def record_shown(self, call: int, shown: list[SignedPart]) -> None:
@@ -130,10 +130,4 @@ class SecAggState:
         return state
 
     def _save(self, state: dict[str, Any]) -> None:
-        _write(self.path, json.dumps(state, indent=1).encode())
-
-
-def _write(path: Path, data: bytes) -> None:
-    from privacy.he_keys import _write_atomic
-
-    _write_atomic(path, data, mode=0o600)
+        atomic_write(self.path, json.dumps(state, indent=1).encode(), mode=0o600)

@@ -30,7 +30,7 @@ import numpy as np
 from domains import he_key, site_keys
 from domains.datadir import DataDir
 from domains.errors import SiteKeysError
-from domains.training import parts
+from domains.shared.codec import split_part
 from domains.training.errors import TrainingError
 from domains.training.secagg_state import SecAggState
 from domains.training.spec import JobSpec
@@ -104,7 +104,7 @@ class SecureRound:
                          job_id=self.spec.job_id, call=self.call, round_sites=self.round_sites,
                          basis=self.verified.transcript if self.verified else "")
         self.state.keep_own(part)
-        header, ciphertext = parts.split(part)
+        header, ciphertext = split_part(part)  # the ledger stores the ciphertext as any encrypted update
         return {"weights": ciphertext, "part": header,
                 "clamped": int(np.count_nonzero(np.abs(vector) > bound))}
 

@@ -16,6 +16,10 @@ datasite that is not on the roster refuses the job, and a release needs every si
 
 ``dp`` and ``he`` are on by default in the orchestrator; a spec with either set to ``None``
 is a job without that protection, which review shows as a warning.
+
+``server`` is the server optimizer (FedAvgM, FedAdam, FedYogi) that every site applies to the
+decrypted aggregate under HE (:mod:`domains.training.site_global`); None for the other strategies,
+and always without HE, where the orchestrator applies it. Older specs load with None.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 
 from domains.training.errors import TrainingError
 from domains.training.local import DPTraining, TrainConfig
+from domains.training.server_step import ServerStep
 from privacy.accounting import DPConfig
 
 
@@ -78,6 +83,7 @@ class JobSpec:
     job_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     sites: tuple[str, ...] = ()
     min_contributions: int = 0  # 0: the default, 2 under HE and 1 without
+    server: ServerStep | None = None  # the sites' server optimizer (HE only)
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -89,6 +95,12 @@ class JobSpec:
             self.dp.validate()
         if self.he is not None:
             self.he.validate()
+        if self.server is not None:
+            self.server.validate()
+            if self.he is None:
+                raise TrainingError("server names the optimizer each site applies to the decrypted "
+                                    "aggregate, which only HE jobs have; without HE the orchestrator "
+                                    "applies it")
         self._validate_roster()
 
     def _validate_roster(self) -> None:
@@ -134,6 +146,8 @@ class JobSpec:
                 values["dp"] = DPConfig(**values["dp"])
             if values.get("he") is not None:
                 values["he"] = HESpec(**values["he"])
+            if values.get("server") is not None:
+                values["server"] = ServerStep.from_dict(values["server"])
             values["sites"] = tuple(values.get("sites", ()))
             return cls(**values)
         except TypeError as exc:

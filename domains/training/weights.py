@@ -3,6 +3,16 @@
 Plain arrays, never pickled torch objects, so a datasite loads nothing that can run code, and
 the same dict feeds federated averaging, DP noise and encrypted aggregation (via
 :func:`flatten`). Floating tensors travel as float32; integer buffers keep their dtype.
+
+A model's round trip through one vector, as an encrypted update makes it:
+
+>>> model = nn.Linear(3, 2)
+>>> vector, layout = flatten(get_weights(model))
+>>> vector.shape, layout
+((8,), [('bias', (2,)), ('weight', (2, 3))])
+>>> set_weights(model, unflatten(np.zeros_like(vector), layout))
+>>> float(model.weight.abs().sum())
+0.0
 """
 
 from __future__ import annotations
@@ -14,10 +24,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from domains.shared.errors import CodecError
+from domains.shared.plain_model import Layout, PlainModel
 from domains.training.errors import TrainingError
 
 Weights = dict[str, np.ndarray]
-Layout = list[tuple[str, tuple[int, ...]]]
 
 
 def get_weights(model: nn.Module) -> Weights:
@@ -60,7 +71,7 @@ def set_weights(model: nn.Module, weights: Weights) -> None:
 
 
 def fedavg(updates: Sequence[tuple[Weights, int]]) -> Weights:
-    """Average site updates weighted by their sample counts (FedAvg).
+    """Average site updates weighted by their sample counts (FedAvg): Σ nᵢ·wᵢ / Σ nᵢ.
 
     Sums run in float64 so that many sites or large counts lose no precision; results are
     float32. Non-float buffers (step counters) cannot be averaged and take the first update's
@@ -69,6 +80,9 @@ def fedavg(updates: Sequence[tuple[Weights, int]]) -> Weights:
     Raises:
         TrainingError: for no updates, a negative or non-numeric count, a zero total count,
             or updates whose keys or shapes differ.
+
+    A site with 1 sample that sent 0.0 and one with 3 samples that sent 4.0 average to
+    (1·0 + 3·4) / 4 = 3.0:
 
     >>> a, b = {"w": np.array([0.0], np.float32)}, {"w": np.array([4.0], np.float32)}
     >>> fedavg([(a, 1), (b, 3)])["w"]
@@ -118,17 +132,16 @@ def _check_same_layout(ref: Weights, other: Weights, i: int) -> None:
 def flatten(weights: Weights) -> tuple[np.ndarray, Layout]:
     """One float32 vector of all weights, keys in sorted order, and the layout to undo it.
 
-    Sorting makes the layout independent of dict order, so every party builds the same vector
-    (encrypted aggregation adds vectors element by element). Integer buffers become float32.
+    The encoding is :class:`~domains.shared.plain_model.PlainModel`'s (one place for it): sorting
+    makes the layout independent of dict order, so every party builds the same vector (encrypted
+    aggregation adds vectors element by element). Integer buffers become float32.
 
     >>> vec, layout = flatten({"b": np.ones(2, np.float32), "a": np.zeros((1, 2), np.float32)})
     >>> vec, layout
     (array([0., 0., 1., 1.], dtype=float32), [('a', (1, 2)), ('b', (2,))])
     """
-    layout: Layout = [(key, tuple(int(d) for d in np.shape(weights[key]))) for key in sorted(weights)]
-    parts = [np.asarray(weights[key], dtype=np.float32).ravel() for key, _ in layout]
-    vector = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
-    return vector, layout
+    model = PlainModel.from_weights(weights)
+    return model.vector, list(model.layout)
 
 
 def unflatten(vector: np.ndarray, layout: Layout) -> Weights:
@@ -136,20 +149,29 @@ def unflatten(vector: np.ndarray, layout: Layout) -> Weights:
 
     Raises:
         TrainingError: when the vector length does not match the layout.
+
+    >>> unflatten(np.arange(4, dtype=np.float32), [("a", (1, 2)), ("b", (2,))])
+    {'a': array([[0., 1.]], dtype=float32), 'b': array([2., 3.], dtype=float32)}
     """
-    vector = np.asarray(vector, dtype=np.float32).ravel()
-    sizes = [int(np.prod(shape, dtype=np.int64)) for _, shape in layout]
-    if sum(sizes) != vector.size:
-        raise TrainingError(
-            f"vector has {vector.size} values but the layout needs {sum(sizes)}; "
-            "use the layout returned with this vector by flatten()"
-        )
-    out: Weights = {}
-    start = 0
-    for (key, shape), size in zip(layout, sizes, strict=True):
-        out[key] = vector[start : start + size].reshape(shape).copy()
-        start += size
-    return out
+    try:
+        return PlainModel(np.asarray(vector, dtype=np.float32).ravel(), tuple(layout)).to_weights()
+    except CodecError as exc:
+        raise TrainingError(f"{exc}; use the layout returned with this vector by flatten()") from exc
+
+
+def layout_of(model: nn.Module) -> Layout:
+    """The layout of *model*'s state (names sorted, shapes), read without copying a weight."""
+    return [(key, tuple(int(d) for d in tensor.shape)) for key, tensor in sorted(model.state_dict().items())]
+
+
+def load_plain(model: nn.Module, plain: PlainModel) -> None:
+    """Load a plaintext model into *model*, once its layout is *model*'s (the one check, here).
+
+    Raises:
+        CodecError: naming the first tensor whose name or shape differs, before anything is loaded.
+    """
+    plain.check_layout(layout_of(model))
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in plain.to_weights().items()}, strict=True)
 
 
 def weights_nbytes(weights: Weights) -> int:

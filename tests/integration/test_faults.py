@@ -112,7 +112,7 @@ def test_datasite_killed_mid_round_is_redeployed_and_rejoins(federation: dict[st
 
     def kill_during_call_2() -> None:
         wait_for(lambda: started(f3, spec.job_id, 2))
-        os.kill(int((f3.data_dir.path / "datasite.pid").read_text()), signal.SIGKILL)
+        os.kill(int((f3.data_dir.path / "datasite.pid").read_text().split()[0]), signal.SIGKILL)
 
     killer = threading.Thread(target=kill_during_call_2, daemon=True)
     killer.start()
@@ -169,7 +169,7 @@ def test_datasite_restarted_between_approval_and_first_call(federation: dict[str
 @pytest.mark.parametrize("damage", ["truncate", "garble"])
 def test_a_damaged_training_store_is_named_never_used(federation: dict[str, Any], damage: str,
                                                      tmp_path: Path) -> None:
-    from orchestrator.runner import call_site
+    from orchestrator.transport import call_site
 
     f1 = federation["sites"]["f1"]
     store = f1.data_dir.datasets_dir / "chest.npz"
@@ -202,7 +202,7 @@ def test_a_damaged_training_store_is_named_never_used(federation: dict[str, Any]
 def test_a_damaged_ledger_on_a_running_datasite_is_named_never_reset(federation: dict[str, Any],
                                                                      damaged: str) -> None:
     """The call ledger and the ε ledger are read at every call: damage shows at once, by name."""
-    from orchestrator.runner import call_site
+    from orchestrator.transport import call_site
 
     f2 = federation["sites"]["f2"]
     job = submitted_and_approved(federation, f"ledger-{damaged.split()[0]}", rounds=2)

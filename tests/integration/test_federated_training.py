@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import approve_all, deploy_site, free_ports, ledger_calls, run_and_crash_after_round_1, run_cli
+from support import (
+    approve_all,
+    deploy_site,
+    free_ports,
+    ledger_calls,
+    ledger_states,
+    run_and_crash_after_round_1,
+    run_cli,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -90,7 +98,7 @@ def test_federated_training_learns_and_matches_centralized(federation: dict[str,
 
 
 def test_more_calls_than_approved_are_refused(federation: dict[str, Any]) -> None:
-    from orchestrator.runner import call_site
+    from orchestrator.transport import call_site
 
     job = new_job(federation, "learn", rounds=8, local_epochs=2)  # finished by the test above
     state = job.state()
@@ -205,7 +213,7 @@ def test_calls_run_in_order_and_a_failure_on_private_data_is_final(federation: d
     """A hostile scientist calls out of order, then makes training fail and retries it."""
     import numpy as np
 
-    from orchestrator.runner import call_site
+    from orchestrator.transport import call_site
 
     job = new_job(federation, "hostile-calls", rounds=2)
     job.submit()
@@ -236,6 +244,43 @@ def test_calls_run_in_order_and_a_failure_on_private_data_is_final(federation: d
 
 def site_dir(fed: dict[str, Any], name: str) -> Path:
     return fed["root"] / name
+
+
+def test_a_datasite_reads_both_orchestrator_versions_and_refuses_another_models_layout(
+        federation: dict[str, Any]) -> None:
+    """Hospitals upgrade separately: the previous orchestrator's bare float32 vector still trains
+    (and gets a bare vector back); a model of the current form whose layout is not the approved
+    model's is refused with one line, before any private data is read, and may be sent again."""
+    import numpy as np
+
+    from domains.shared import codec
+    from domains.shared.plain_model import PlainModel
+    from domains.training.models import build_model
+    from domains.training.weights import get_weights
+    from orchestrator.transport import call_site
+
+    job = new_job(federation, "codec-forms", rounds=2)
+    job.submit()
+    approve_all(federation["sites"], only=("h1",))
+    state = job.state()
+    site, fn, spec = job.sites[0], state.submissions[0].function, state.spec
+    labels = site.asset("chest", "labels")
+    net = build_model(spec.model, in_channels=spec.in_channels, num_classes=spec.num_classes,
+                      image_size=spec.image_size, seed=spec.train.seed)
+    model = PlainModel.from_weights(get_weights(net))
+    old = call_site(site, fn, labels, None, {"call": 1, "weights": model.vector})
+    assert old.status == "ok", old.error
+    assert isinstance(old.result["weights"], np.ndarray) and old.result["weights"].shape == model.vector.shape
+    (name, shape), *rest = model.layout
+    wrong = PlainModel(model.vector, ((f"{name}.renamed", shape), *rest))  # another model, same size
+    refused = call_site(site, fn, labels, None, {"call": 2, "weights": wrong})  # sent in its wire form
+    assert refused.status == "error" and refused.error.startswith("CodecError: the model's tensors do not")
+    assert f"unexpected ['{name}.renamed']" in refused.error and "\n" not in refused.error
+    assert ledger_states(federation["root"], "h1", spec.job_id, 2) == ["started", "refused"]
+    right = call_site(site, fn, labels, None, {"call": 2, "weights": model})
+    assert right.status == "ok", right.error
+    back = codec.decode_update(right.result)
+    assert isinstance(back, PlainModel) and back.layout == model.layout  # the current form, with layout
 
 
 def test_custom_code_runs_only_when_the_site_policy_allows_it(federation: dict[str, Any],

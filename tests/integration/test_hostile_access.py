@@ -187,7 +187,7 @@ def test_datasite_process_holds_no_secret_in_its_environment(hostile: Hostile) -
     own (custom code now runs in a sandbox; ``os.environ`` of the datasite process itself is
     checked in tests/domains/test_syft_guard.py)."""
     data_dir = hostile.site.data_dir
-    pid = int(data_dir.file("datasite.pid").read_text())
+    pid = int(data_dir.file("datasite.pid").read_text().split()[0])  # line 1: the pid
     secrets = [SHELL_SECRET, data_dir.read_credentials().password, data_dir.read_server_key()]
     initial = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
     for seen in (initial, hostile.value["initial"], repr(hostile.value["environ"])):

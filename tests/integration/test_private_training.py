@@ -157,9 +157,9 @@ def test_a_release_naming_fewer_sites_than_the_roster_is_refused(trained: dict[s
 
     from domains.connection import admin_client, quiet
     from domains.training.templates import release_function_name, release_source
-    from orchestrator.runner import call_site
     from orchestrator.site import Site
     from orchestrator.submit import load_submitted
+    from orchestrator.transport import call_site
 
     job, p1 = trained["job"], federation["sites"][0]
     spec = job.state().spec
@@ -218,7 +218,7 @@ def test_release_needs_every_owner_and_gives_the_sites_model(trained: dict[str, 
 
 def test_dp_constants_cannot_change_and_foreign_ciphertexts_are_refused(
         federation: dict[str, Any]) -> None:
-    from orchestrator.runner import call_site
+    from orchestrator.transport import call_site
     from privacy.he import EncryptedVector, load_context
 
     job = new_job(federation, "tamper", sites=("p1", "p2"), rounds=1)

@@ -3,7 +3,7 @@
 The key ceremony is the real one (``privacy.ceremony.init_federation``); every datasite is deployed
 with its HE key and its own site kit; the orchestrator (this test process) holds only the public
 HE file and roster.json. The lying orchestrator is played through the real approved function with
-hand-built payloads (``orchestrator.runner.call_site``). Real Opacus, TenSEAL and signatures.
+hand-built payloads (``orchestrator.transport.call_site``). Real Opacus, TenSEAL and signatures.
 """
 
 from __future__ import annotations
@@ -63,14 +63,17 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
         site.stop()
 
 
-def new_job(fed: dict[str, Any], run: str, *, rounds: int = ROUNDS, min_sites: int = 2) -> Any:
+def new_job(fed: dict[str, Any], run: str, *, rounds: int = ROUNDS, min_sites: int = 2,
+            job: tuple[str, ...] = (), dp: bool = True) -> Any:
+    """A roster job over the federation's sites; *job* adds [job] lines (test_server_optimizers.py)."""
     from orchestrator import FederatedJob, load_config
 
     keys = fed["fed"]
+    noise = ["noise_multiplier = 1.0", "eval_noise_multiplier = 5.0"] if dp else ["dp = false"]
     lines = ["[job]", 'dataset = "chest"', 'model = "small-cnn"', f"rounds = {rounds}", "local_epochs = 1",
              "batch_size = 32", "lr = 0.01", f"min_sites = {min_sites}", "round_timeout = 120",
-             "approval_timeout = 60", f'run_dir = "{run}"', "",
-             "[privacy]", "noise_multiplier = 1.0", "eval_noise_multiplier = 5.0",
+             "approval_timeout = 60", f'run_dir = "{run}"', *job, "",
+             "[privacy]", *noise,
              f'he_public_key = "{keys.public_path}"', f'roster = "{keys.roster_path}"']
     for site in fed["sites"]:
         lines += ["", "[[sites]]", f'name = "{site.config.name}"', f'url = "{site.url}"',
@@ -155,7 +158,7 @@ class Liar:
     """The orchestrator as an attacker: the real approved function, hand-built payloads."""
 
     def __init__(self, fed: dict[str, Any], job: Any) -> None:
-        from orchestrator.runner import call_site
+        from orchestrator.transport import call_site
 
         self.fed, self.job, self.call_site = fed, job, call_site
         self.spec = job.state().spec

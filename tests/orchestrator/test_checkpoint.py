@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from domains.shared.plain_model import PlainModel
 from orchestrator.checkpoint import RunDir
 from orchestrator.secure import SignedRound
 from privacy.ceremony import init_federation
@@ -34,5 +35,5 @@ def test_a_signed_round_and_the_older_encodings_round_trip(tmp_path: Path) -> No
     run.save_global(3, summed)  # a run without a roster: the encrypted sum
     assert isinstance(run.load_global(3), EncryptedVector) and run.load_global(3).digest() == summed.digest()
     run.save_global(4, {"w": np.ones(3, np.float32)})  # plaintext
-    plain = run.load_global(4)
-    assert isinstance(plain, dict) and np.array_equal(plain["w"], np.ones(3))
+    plain = run.load_global(4)  # named arrays are kept as a plaintext model with its layout
+    assert isinstance(plain, PlainModel) and np.array_equal(plain.to_weights()["w"], np.ones(3))

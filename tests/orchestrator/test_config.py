@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -207,3 +208,186 @@ def test_config_roster_is_a_path_and_a_bad_roster_file_is_one_line(tmp_path: Pat
     path = write(tmp_path, 'dataset = "c"', privacy=PRIVACY + 'roster = "keys/roster.json"\n')
     result = run_cli("train", "--config", str(path))
     assert result.code == 2 and result.err.count("\n") == 1 and "[privacy] roster:" in result.err
+
+
+NO_HE = "[privacy]\nhe = false\n"
+SITE_B = SITE.replace('name = "a"', 'name = "b"')
+JOB = '[job]\ndataset = "c"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a value of the wrong TOML type, for each kind of field
+        (JOB + 'rounds = "3"\n' + PRIVACY + SITE, "[job]: rounds must be an integer (got '3')"),
+        (JOB + 'rounds = 3.5\n' + PRIVACY + SITE, "[job]: rounds must be an integer (got 3.5)"),
+        (JOB + 'seed = false\n' + PRIVACY + SITE, "[job]: seed must be an integer (got False)"),
+        (JOB + 'lr = true\n' + PRIVACY + SITE, "[job]: lr must be a number (got True)"),
+        (JOB + 'fraction = "half"\n' + PRIVACY + SITE,
+         "[job]: fraction must be a number (got 'half')"),
+        ("[job]\ndataset = 7\n" + PRIVACY + SITE, "[job]: dataset must be a string (got 7)"),
+        (JOB + 'run_dir = ["a"]\n' + PRIVACY + SITE, "[job]: run_dir must be a string (got ['a'])"),
+        (JOB + PRIVACY + "he = 1\n" + SITE, "[privacy]: he must be true or false (got 1)"),
+        (JOB + PRIVACY + "target_epsilon = true\n" + SITE,
+         "[privacy]: target_epsilon must be a number (got True)"),
+        (JOB + PRIVACY + 'roster = ["r.json"]\n' + SITE,
+         "[privacy]: roster must be a string (got ['r.json'])"),
+        (JOB + PRIVACY + SITE.replace('"PW_A"', "3"),
+         "[[sites]] #1: password_env must be a string (got 3)"),
+        (JOB + PRIVACY + SITE + SITE_B.replace('"b"', "2"),
+         "[[sites]] #2: name must be a string (got 2)"),
+        (JOB + PRIVACY + SITE + "[baseline]\nimage_size = true\n",
+         "[baseline]: image_size must be an integer (got True)"),
+        (JOB + PRIVACY + SITE + "[baseline]\nseed = 1.5\n",
+         "[baseline]: seed must be an integer (got 1.5)"),
+        (JOB + PRIVACY + SITE + "[baseline]\nsource = 3\n",
+         "[baseline]: source must be a string (got 3)"),
+        # an unknown key in each table, and at the top
+        (JOB + 'epochs = 2\n' + PRIVACY + SITE,
+         "[job]: unknown key(s) ['epochs']; did you mean 'local_epochs'?"),
+        (JOB + PRIVACY + "nois_multiplier = 2.0\n" + SITE,
+         "[privacy]: unknown key(s) ['nois_multiplier']; did you mean 'noise_multiplier'?"),
+        (JOB + PRIVACY + SITE + SITE_B + 'pasword_file = "pw"\n',
+         "[[sites]] #2: unknown key(s) ['pasword_file']; did you mean 'password_file'?"),
+        (JOB + PRIVACY + SITE + "[baseline]\npartitions = \"iid\"\n",
+         "[baseline]: unknown key(s) ['partitions']; did you mean 'partition'?"),
+        (JOB + 'zzz = 1\nqqq = 2\n' + PRIVACY + SITE, "[job]: unknown key(s) ['qqq', 'zzz']; known:"),
+        ('rounds = 3\n[job]\ndataset = "c"\n' + PRIVACY + SITE,
+         ": unknown table or key(s) ['rounds']; known: [job], [[sites]], [privacy], [baseline]"),
+        # out of range
+        (JOB + 'local_epochs = 0\n' + PRIVACY + SITE, "[job]: local_epochs must be >= 1 (got 0)"),
+        (JOB + 'fraction = 0\n' + PRIVACY + SITE, "[job]: fraction must be in (0, 1] (got 0)"),
+        (JOB + 'round_timeout = -1\n' + PRIVACY + SITE, "[job]: round_timeout must be > 0 (got -1)"),
+        (JOB + 'lr = nan\n' + PRIVACY + SITE, "[job]: lr must be > 0 (got nan)"),
+        (JOB + 'val_fraction = 0\n' + PRIVACY + SITE,
+         "[job]: val_fraction must be in (0, 1) (got 0)"),
+        (JOB + 'min_sites = 0\n' + PRIVACY + SITE,
+         "[job]: min_sites must be between 1 and the number of sites (1), got 0"),
+        (JOB + PRIVACY + "weight_bound = -4.0\n" + SITE,
+         "[privacy]: weight_bound must be > 0 (got -4.0)"),
+        (JOB + PRIVACY + "max_grad_norm = inf\n" + SITE,
+         "[privacy]: max_grad_norm must be a finite number > 0 (got inf)"),
+        (JOB + PRIVACY + "eval_noise_multiplier = 0\n" + SITE,
+         "[privacy]: eval_noise_multiplier must be a finite number > 0 (got 0.0)"),
+        # missing required keys
+        (PRIVACY + SITE, '[job] needs dataset = "chest-xray"'),
+        (JOB + PRIVACY + SITE.replace('url = "http://127.0.0.1:1"\n', ""),
+         '[[sites]] #1 needs url = "http://127.0.0.1:8081"'),
+        (JOB + PRIVACY + SITE + SITE_B.replace('name = "b"\n', ""),
+         '[[sites]] #2 needs name = "hospital-a"'),
+        (JOB + PRIVACY, ": at least one [[sites]] entry is needed"),
+        # bad combinations
+        (JOB + PRIVACY + "target_epsilon = 8.0\nnoise_multiplier = 1.0\n" + SITE,
+         "[privacy]: give exactly one of noise_multiplier and target_epsilon "
+         "(got noise_multiplier=1.0, target_epsilon=8.0)"),
+        (JOB + '[privacy]\nroster = "keys/roster.json"\n' + SITE,
+         "[privacy]: he is on by default: set he_public_key"),
+        (JOB + 'min_sites = 3\n' + PRIVACY + SITE + SITE_B,
+         "[job]: min_sites must be between 1 and the number of sites (2), got 3"),
+        (JOB + PRIVACY + SITE + SITE_B + SITE,
+         "[[sites]]: site names must be unique (got ['a', 'b', 'a'])"),
+        ("job = []\n" + PRIVACY + SITE, "[job] must be a table (got job = [])"),
+        (JOB + 'sites = [1]\n' + PRIVACY, "[job]: unknown key(s) ['sites']"),
+        ('sites = [1]\n[job]\ndataset = "c"\n' + PRIVACY, "[[sites]] #1 must be a table (got 1)"),
+        (JOB + 'strategy = "fedadam2"\n' + PRIVACY + SITE,
+         "[job]: strategy must be one of 'fedavg', 'fedprox', 'fedmedian', 'trimmed-mean', 'fedavgm', "
+         "'fedadam' or 'fedyogi' (got 'fedadam2')"),
+        # server optimizers: their keys only with them, in range; under HE every site every round
+        (JOB + 'server_lr = 0.1\n' + PRIVACY + SITE,
+         "[job]: server_lr is a server optimizer's learning rate η: set strategy = \"fedavgm\" or "
+         "\"fedadam\" or \"fedyogi\", or remove it (strategy is 'fedavg')"),
+        (JOB + 'strategy = "fedavgm"\nserver_beta2 = 0.9\n' + PRIVACY + SITE,
+         "[job]: server_beta2 is FedAdam's and FedYogi's second-moment decay β2: set strategy = "
+         "\"fedadam\" or \"fedyogi\""),
+        (JOB + 'strategy = "fedprox"\nproximal_mu = 0.1\nserver_tau = 0.1\n' + PRIVACY + SITE,
+         "[job]: server_tau is FedAdam's and FedYogi's adaptivity τ"),
+        (JOB + 'strategy = "fedadam"\nserver_lr = 0\n' + PRIVACY + SITE,
+         "[job]: server_lr must be > 0 (got 0)"),
+        (JOB + 'strategy = "fedavgm"\nserver_momentum = 1.0\n' + PRIVACY + SITE,
+         "[job]: server_momentum must be in [0, 1) (got 1.0)"),
+        (JOB + 'strategy = "fedyogi"\nserver_beta2 = -0.1\n' + PRIVACY + SITE,
+         "[job]: server_beta2 must be in [0, 1) (got -0.1)"),
+        (JOB + 'strategy = "fedyogi"\nserver_tau = 0\n' + PRIVACY + SITE,
+         "[job]: server_tau must be > 0 (got 0)"),
+        (JOB + 'strategy = "fedadam"\nserver_lr = "0.1"\n' + PRIVACY + SITE,
+         "[job]: server_lr must be a number (got '0.1')"),
+        (JOB + 'strategy = "fedadam"\nfraction = 0.5\n' + PRIVACY + SITE,
+         "[job]: strategy = 'fedadam' under encrypted aggregation needs fraction = 1.0 (got 0.5): every site "
+         "takes the server step itself"),
+        (JOB + 'strategy = "fedprox"\n' + PRIVACY + SITE,
+         '[job]: strategy = "fedprox" needs proximal_mu = 0.01'),
+        (JOB + 'proximal_mu = 0.1\n' + PRIVACY + SITE, "[job]: proximal_mu is FedProx's term"),
+        (JOB + 'strategy = "fedprox"\nproximal_mu = -1\n' + PRIVACY + SITE,
+         "[job]: proximal_mu must be >= 0 (got -1)"),
+        (JOB + 'strategy = "trimmed-mean"\ntrim_fraction = 0.5\n' + '[privacy]\nhe = false\n' + SITE,
+         "[job]: trim_fraction must be in [0, 0.5) (got 0.5)"),
+        (JOB + 'strategy = "fedmedian"\n' + PRIVACY + SITE,
+         "[job]: strategy = 'fedmedian' cannot run under encrypted aggregation: additive HE can only add"),
+        (JOB + 'strategy = "trimmed-mean"\n' + PRIVACY + SITE,
+         "[job]: strategy = 'trimmed-mean' cannot run under encrypted aggregation"),
+    ],
+)
+def test_config_bad_input_is_one_line_naming_table_and_key(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "job.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}{expected}" if expected.startswith(":") else f"{path} {expected}")
+    assert "\n" not in message
+
+
+def test_config_typo_is_reported_before_the_errors_it_causes(tmp_path: Path) -> None:
+    # `[privcy]` leaves [privacy] at its defaults, where HE has no key: the typo is the real problem.
+    path = tmp_path / "job.toml"
+    path.write_text('[job]\ndataset = "c"\n[privcy]\nhe = false\n' + SITE)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "unknown table or key(s) ['privcy']; did you mean [privacy]?" in str(err.value)
+
+
+def test_config_defaults_are_the_dataclasses_defaults(tmp_path: Path) -> None:
+    from orchestrator.config import JobConfig, PrivacyConfig, SiteConfig
+
+    config = load_config(write(tmp_path, 'dataset = "c"', privacy=NO_HE))
+    site = SiteConfig(name="a", url="http://127.0.0.1:1", email="x@y.example", password_env="PW_A")
+    assert config == JobConfig(dataset="c", sites=[site], privacy=PrivacyConfig(he=False))
+    assert dataclasses.replace(config, rounds=9).rounds == 9  # still a dataclass for notebooks
+
+
+def test_config_numbers_become_floats_and_disabled_dp_is_not_checked(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, 'dataset = "c"\nlr = 1',
+                               privacy=NO_HE + "dp = false\nnoise_multiplier = -1\n"))
+    assert isinstance(config.lr, float) and config.privacy.noise_multiplier == -1.0
+
+
+@pytest.mark.parametrize(
+    ("command", "job", "privacy", "needle"),
+    [
+        ("train", 'dataset = "c"\nrounds = true', PRIVACY, "[job]: rounds must be an integer (got True)"),
+        ("train", 'dataset = "c"', PRIVACY + "nois_multiplier = 2.0\n",
+         "[privacy]: unknown key(s) ['nois_multiplier']; did you mean 'noise_multiplier'?"),
+        ("baseline", 'dataset = "c"\nfraction = 2', PRIVACY, "[job]: fraction must be in (0, 1] (got 2)"),
+        ("release", "rounds = 2", PRIVACY, '[job] needs dataset = "chest-xray"'),
+    ],
+)
+def test_cli_bad_job_toml_is_one_line_exit_2(
+    tmp_path: Path, command: str, job: str, privacy: str, needle: str
+) -> None:
+    path = write(tmp_path, job, privacy=privacy)
+    result = run_cli(command, "--config", str(path))
+    assert result.code == 2 and result.out == ""
+    assert result.err == f"medsyft: error: {path} {needle}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.toml"]  # no run directory was made
+
+
+def test_config_server_optimizers_take_flowers_defaults_unless_set(tmp_path: Path) -> None:
+    from domains.training.server_step import ServerStep
+
+    yogi = load_config(write(tmp_path, 'dataset = "c"\nstrategy = "fedyogi"\nserver_lr = 0.05'))
+    assert yogi.server_step() == ServerStep(kind="fedyogi", lr=0.05, momentum=0.9, beta2=0.99, tau=1e-3)
+    # in plaintext the orchestrator takes the step, so a share of the sites per round is fine
+    momentum = load_config(write(tmp_path, 'dataset = "c"\nstrategy = "fedavgm"\nfraction = 0.5\n'
+                                 "server_momentum = 0.9", privacy=NO_HE))
+    assert momentum.server_step() == ServerStep(kind="fedavgm", lr=1.0, momentum=0.9)
+    assert load_config(write(tmp_path, 'dataset = "c"', privacy=NO_HE)).server_step() is None

@@ -124,3 +124,14 @@ def test_older_ledger_lines_without_a_state_read_as_done(tmp_path: Path) -> None
     ledger.path.write_text(json.dumps(old) + "\n")
     assert ledger.states() == {1: "done"}
     ledger.run(2, lambda: _ok(2))
+
+
+def test_a_damaged_stored_result_is_named_never_replayed_or_reset(tmp_path: Path) -> None:
+    ledger = JobLedger(tmp_path, "job", max_calls=2)
+    ledger.run(1, lambda: {**_ok(1), "share": np.arange(3)})
+    stored = ledger.dir / "call-1.npz"
+    cut = stored.read_bytes()[:-40]  # a write cut short
+    stored.write_bytes(cut)
+    with pytest.raises(LedgerCorrupt, match=r"call-1.npz is damaged .*restore it from a backup"):
+        ledger.run(1, lambda: pytest.fail("a stored call must not run again"))
+    assert stored.read_bytes() == cut
