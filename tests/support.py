@@ -286,6 +286,19 @@ def ledger_states(root: Path, site: str, job_id: str, call: int) -> list[str]:
     return [e.get("state", "done") for e in entries if e["call"] == call]
 
 
+def write_job_toml(root: Path, run: str, sites: list[Any], lines: list[str],
+                   email: str = "ds@lab.example") -> Path:
+    """``ROOT/RUN.toml``: the given [job] and [privacy] lines, then one [[sites]] table per datasite,
+    each reading the scientist's password from ``ROOT/secrets/NAME.txt``."""
+    lines = list(lines)
+    for site in sites:
+        lines += ["", "[[sites]]", f'name = "{site.config.name}"', f'url = "{site.url}"',
+                  f'email = "{email}"', f'password_file = "secrets/{site.config.name}.txt"']
+    path = root / f"{run}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def approve_all(sites: list[Any], only: tuple[str, ...] | None = None) -> None:
     """Play every data owner (or those named in *only*): approve each pending request."""
     from domains.requests import RequestBook

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from support import approve_all, deploy_site, free_ports, ledger_calls, run_cli
+from support import approve_all, deploy_site, free_ports, ledger_calls, run_cli, write_job_toml
 
 from domains.privacy_review import job_constant
 from domains.requests import RequestBook
@@ -48,12 +48,7 @@ def _new_job(fed: dict[str, Any], run: str, *, dp: bool) -> Any:
                 "proximal_mu": MU, "round_timeout": 120, "approval_timeout": 30, "run_dir": run}
     lines = ["[job]"] + [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
     lines += ["", "[privacy]", f"dp = {json.dumps(dp)}", "he = false"]
-    for site in fed["sites"]:
-        lines += ["", "[[sites]]", f'name = "{site.config.name}"', f'url = "{site.url}"',
-                  'email = "ds@lab.example"', f'password_file = "secrets/{site.config.name}.txt"']
-    path = fed["root"] / f"{run}.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return FederatedJob(load_config(path))
+    return FederatedJob(load_config(write_job_toml(fed["root"], run, fed["sites"], lines)))
 
 
 def _request_id(site: Any, function: str) -> str:

@@ -26,6 +26,7 @@ from support import (
     ledger_calls,
     ledger_states,
     run_and_crash_after_round_1,
+    write_job_toml,
 )
 
 from domains.requests import RequestBook
@@ -65,7 +66,8 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
 
 def new_job(fed: dict[str, Any], run: str, *, rounds: int = ROUNDS, min_sites: int = 2,
             job: tuple[str, ...] = (), dp: bool = True) -> Any:
-    """A roster job over the federation's sites; *job* adds [job] lines (test_server_optimizers.py)."""
+    """A roster job over the federation's sites; *job* adds [job] lines (see
+    test_server_optimizers_at_sites.py)."""
     from orchestrator import FederatedJob, load_config
 
     keys = fed["fed"]
@@ -75,12 +77,7 @@ def new_job(fed: dict[str, Any], run: str, *, rounds: int = ROUNDS, min_sites: i
              "approval_timeout = 60", f'run_dir = "{run}"', *job, "",
              "[privacy]", *noise,
              f'he_public_key = "{keys.public_path}"', f'roster = "{keys.roster_path}"']
-    for site in fed["sites"]:
-        lines += ["", "[[sites]]", f'name = "{site.config.name}"', f'url = "{site.url}"',
-                  'email = "ds@lab.example"', f'password_file = "secrets/{site.config.name}.txt"']
-    path = fed["root"] / f"{run}.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return FederatedJob(load_config(path))
+    return FederatedJob(load_config(write_job_toml(fed["root"], run, fed["sites"], lines)))
 
 
 def final_model(fed: dict[str, Any], site: str, job_id: str) -> Path:
