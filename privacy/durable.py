@@ -10,10 +10,11 @@ from the ``filelock`` library, on a lock file that is never the data file (filel
 lock file). This module sits in ``privacy/`` because both rooms import it and it imports neither.
 
 >>> import pathlib, tempfile
->>> path = pathlib.Path(tempfile.mkdtemp()) / "state.json"
->>> atomic_write(path, '{"round": 1}')
->>> path.read_text(), oct(path.stat().st_mode & 0o777)
-('{"round": 1}', '0o600')
+>>> with tempfile.TemporaryDirectory() as folder:
+...     path = pathlib.Path(folder) / "state.json"
+...     atomic_write(path, '{"round": 1}')
+...     print(path.read_text(), oct(path.stat().st_mode & 0o777))
+{"round": 1} 0o600
 """
 
 from __future__ import annotations
