@@ -66,7 +66,6 @@ class SecureAggregation(Strategy):
         self.strategy = strategy
         self.context = context
         self.roster = roster
-        self._accepted: dict[str, SignedPart] = {}  # this call's pre-checked parts, by site
         self.update_type = SignedPart if roster is not None else EncryptedVector
 
     @property
@@ -99,17 +98,22 @@ class SecureAggregation(Strategy):
         total = sum(sizes[n] for n in names)
         return {n: sizes[n] / total for n in names}
 
+    def encode(self, model: Any) -> Any:
+        """The encrypted sum as it travels; None under a roster (the parts travel instead) and
+        at call 1, whose model each site builds itself."""
+        self._layout = None
+        return to_wire(model) if isinstance(model, EncryptedVector) else None
+
     def configure(self, call: int, sites: Sequence[str], model: Any) -> dict[str, dict[str, Any]]:
-        """The encrypted sum (or, under a roster, the signed parts) and each site's FedAvg share."""
-        base: dict[str, Any] = {"call": call, "skipped": list(range(1, call)),
-                                "weights": to_wire(model) if isinstance(model, EncryptedVector) else None}
+        """The base payload plus, under a roster, the signed parts, and each site's FedAvg share."""
+        extra: dict[str, Any] = {}
         if self.verifiable:
-            signed = model.payload() if isinstance(model, SignedRound) else {"parts": [], "recoveries": []}
-            base.update(signed)
+            extra = model.payload() if isinstance(model, SignedRound) else {"parts": [], "recoveries": []}
             if call <= self.job.rounds:  # the final call trains nothing: no site set
-                base["round_sites"] = self._round_sites(sites)
+                extra["round_sites"] = self._round_sites(sites)
         shares = self.shares(sites, self.job.sizes)
-        return {n: {**base, "weight": shares[n]} for n in sites}
+        return {n: {**payload, **extra, "weight": shares[n]}
+                for n, payload in super().configure(call, sites, model).items()}
 
     def _round_sites(self, sites: Sequence[str]) -> list[str]:
         return sorted(self.job.server_name(n) for n in sites)
@@ -123,7 +127,6 @@ class SecureAggregation(Strategy):
         """Decode each returned ciphertext or part once (:meth:`Strategy.accept`); under a roster,
         pre-check each part alone: one that every site would refuse counts as its site's failure,
         named with the rule (its masks are then recovered)."""
-        self._accepted = {}
         super().accept(call, sites, outcomes)
         if not self.verifiable:
             return
@@ -138,24 +141,24 @@ class SecureAggregation(Strategy):
                                  weight=shares[o.site])
             except PrivacyError as exc:
                 refuse(o, f"its part was refused: {exc}", exc)
-                continue
-            self._accepted[o.site] = o.value
 
     def next_model(self, call: int, sites: Sequence[str], ok: Sequence[CallOutcome], model: Any,
                    transport: Transport) -> NextModel:
         if not self.verifiable:
             summed = self.add([o.value for o in ok])
             return NextModel(summed, summed.length)
-        signed = self._signed_round(call, sites, transport)
+        signed = self._signed_round(call, sites, {o.site: o.value for o in ok}, transport)
         download = model.nbytes if isinstance(model, SignedRound) else 0
         return NextModel(signed, signed.parts[0].vector.length,
                          {"download_MB": download / 2**20, "recoveries": len(signed.recoveries)})
 
-    def _signed_round(self, call: int, sites: Sequence[str], transport: Transport) -> SignedRound:
-        """The call's accepted parts, with every survivor's mask recovery when a site dropped."""
-        survivors = [n for n in sites if n in self._accepted]
+    def _signed_round(self, call: int, sites: Sequence[str], accepted: Mapping[str, SignedPart],
+                      transport: Transport) -> SignedRound:
+        """The call's accepted parts (the results :meth:`accept` let through), with every
+        survivor's mask recovery when a site dropped."""
+        survivors = [n for n in sites if n in accepted]
         recoveries = self._recover(call, survivors, transport) if len(survivors) < len(sites) else []
-        new = SignedRound(call=call, parts=tuple(sorted(self._accepted.values(), key=lambda p: p.site)),
+        new = SignedRound(call=call, parts=tuple(sorted(accepted.values(), key=lambda p: p.site)),
                           recoveries=tuple(sorted(recoveries, key=lambda m: m.site)))
         try:
             self.verify(new, job_id=self.job.job_id, min_sites=self.job.min_contributions)
