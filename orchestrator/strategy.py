@@ -38,7 +38,7 @@ from domains.shared.codec import decode_update, to_wire
 from domains.shared.errors import CodecError
 from domains.shared.plain_model import Layout, PlainModel
 from domains.training.server_step import ServerState, ServerStep, server_update
-from domains.training.weights import Weights, fedavg
+from domains.training.weights import Weights, check_same_layout, fedavg
 from orchestrator.errors import ConfigError
 from privacy.errors import PrivacyError
 
@@ -240,12 +240,10 @@ def _stacked(updates: Sequence[tuple[Weights, int]]) -> dict[str, np.ndarray]:
     """Each key's site models stacked on a new first axis (float64, for exact order statistics)."""
     if not updates:
         raise ValueError("no updates to aggregate")
-    keys = updates[0][0].keys()
-    for i, (w, _) in enumerate(updates):
-        if w.keys() != keys or any(np.shape(w[k]) != np.shape(updates[0][0][k]) for k in keys):
-            raise ValueError(f"update {i} does not have update 0's layout: every site must train the "
-                             "same model")
-    return {k: np.stack([np.asarray(w[k], np.float64) for w, _ in updates]) for k in keys}
+    first = updates[0][0]
+    for i, (w, _) in enumerate(updates[1:], start=1):
+        check_same_layout(first, w, i)  # as fedavg checks
+    return {k: np.stack([np.asarray(w[k], np.float64) for w, _ in updates]) for k in first}
 
 
 class FedMedian(PlaintextStrategy):

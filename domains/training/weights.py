@@ -96,7 +96,7 @@ def fedavg(updates: Sequence[tuple[Weights, int]]) -> Weights:
         raise TrainingError("fedavg: all sample counts are 0; at least one site must train on data")
     first = updates[0][0]
     for i, (w, _) in enumerate(updates[1:], start=1):
-        _check_same_layout(first, w, i)
+        check_same_layout(first, w, i)
     out: Weights = {}
     for key, ref in first.items():
         if not np.issubdtype(ref.dtype, np.floating):
@@ -117,7 +117,8 @@ def _count(n: object, i: int) -> float:
     return float(n)
 
 
-def _check_same_layout(ref: Weights, other: Weights, i: int) -> None:
+def check_same_layout(ref: Weights, other: Weights, i: int) -> None:
+    """Update *i* has update 0's keys and shapes (every combining strategy needs one model)."""
     if ref.keys() != other.keys():
         diff = sorted(set(ref) ^ set(other))[:5]
         raise TrainingError(f"update {i} has different keys from update 0 ({diff}); use one model")
