@@ -203,9 +203,10 @@ def _key_ceremony(workdir: Path, args: argparse.Namespace) -> dict[str, dict[str
 
 def run(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir).resolve()
-    if args.strategy in ("fedmedian", "trimmed-mean") and not args.no_he:
-        from orchestrator.errors import ConfigError
+    from orchestrator.config import ROBUST_STRATEGIES
+    from orchestrator.errors import ConfigError
 
+    if args.strategy in ROBUST_STRATEGIES and not args.no_he:
         raise ConfigError(f"--strategy {args.strategy} needs --no-he: additive encryption can only add the "
                           "hospitals' updates, and a median or a trimmed mean is not a sum")
     _claim_workdir(workdir)  # first: a refused folder costs no imports and changes nothing
@@ -274,6 +275,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+# job.toml's [job] strategy values (tested equal); listed here so that `medsyft --help` imports no pydantic
 DEMO_STRATEGIES = ["fedavg", "fedprox", "fedmedian", "trimmed-mean", "fedavgm", "fedadam", "fedyogi"]
 
 

@@ -107,3 +107,12 @@ def test_demo_refuses_an_order_statistic_under_he_before_it_creates_anything(tmp
     assert result.code == 2 and len(result.err.strip().splitlines()) == 1
     assert "--strategy fedmedian needs --no-he" in result.err
     assert not workdir.exists()
+
+
+def test_demo_offers_exactly_the_strategies_job_toml_accepts() -> None:
+    import typing
+
+    from medsyft.demo import DEMO_STRATEGIES
+    from orchestrator.config import _JobTable
+
+    assert tuple(DEMO_STRATEGIES) == typing.get_args(_JobTable.model_fields["strategy"].annotation)
