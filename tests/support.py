@@ -79,6 +79,16 @@ class Scientist:
     client: Any
 
 
+def deploy_sites(root: Path, names: tuple[str, ...], **keys: Any) -> list[Any]:
+    """One datasite per name under ``root/NAME``, deployed in parallel on free 127.0.0.1 ports;
+    *keys* (``he_key=``, ``site_keys=``) go to every :func:`deploy_site`."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ports = free_ports(len(names))
+    with ThreadPoolExecutor(len(names)) as pool:
+        return list(pool.map(lambda n, p: deploy_site(root / n, n, p, **keys), names, ports))
+
+
 def login(url: str, email: str, password: str) -> Any:
     from domains.connection import quiet
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import approve_all, deploy_site, free_ports
+from support import approve_all, deploy_sites
 
 from domains.datadir import DataDir
 
@@ -33,16 +33,12 @@ NAMES = ("f1", "f2", "f3")
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from concurrent.futures import ThreadPoolExecutor
-
     from privacy.he import init_keys
 
     os.environ["MEDSYFT_TORCH_THREADS"] = "1"
     root = tmp_path_factory.mktemp("faults")
     secret, public, _ = init_keys(root / "keys")
-    ports = free_ports(len(NAMES))
-    with ThreadPoolExecutor(3) as pool:
-        sites = list(pool.map(lambda n, p: deploy_site(root / n, n, p, he_key=secret), NAMES, ports))
+    sites = deploy_sites(root, NAMES, he_key=secret)
     (root / "secrets").mkdir()
     for i, site in enumerate(sites, start=1):
         # A budget for every fault job of this module together (each needs about ε = 5).

@@ -17,8 +17,7 @@ from typing import Any
 import pytest
 from support import (
     approve_all,
-    deploy_site,
-    free_ports,
+    deploy_sites,
     ledger_calls,
     ledger_states,
     run_and_crash_after_round_1,
@@ -33,13 +32,9 @@ NAMES = ("h1", "h2", "h3")
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from concurrent.futures import ThreadPoolExecutor
-
     os.environ["MEDSYFT_TORCH_THREADS"] = "1"  # three datasites share the machine's cores
     root = tmp_path_factory.mktemp("federation")
-    ports = free_ports(len(NAMES))
-    with ThreadPoolExecutor(3) as pool:
-        sites = list(pool.map(lambda n, p: deploy_site(root / n, n, p), NAMES, ports))
+    sites = deploy_sites(root, NAMES)
     secrets = root / "secrets"
     secrets.mkdir()
     for i, site in enumerate(sites, start=1):

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from support import approve_all, deploy_site, free_ports, ledger_calls, run_cli, write_job_toml
+from support import approve_all, deploy_sites, ledger_calls, run_cli, write_job_toml
 
 from domains.privacy_review import job_constant
 from domains.requests import RequestBook
@@ -24,13 +24,9 @@ MU = 0.1
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from concurrent.futures import ThreadPoolExecutor
-
     os.environ["MEDSYFT_TORCH_THREADS"] = "1"  # two datasites share the machine's cores
     root = tmp_path_factory.mktemp("fedprox")
-    ports = free_ports(len(NAMES))
-    with ThreadPoolExecutor(2) as pool:
-        sites = list(pool.map(lambda n, p: deploy_site(root / n, n, p), NAMES, ports))
+    sites = deploy_sites(root, NAMES)
     (root / "secrets").mkdir()
     for i, site in enumerate(sites, start=1):  # skewed shards: the case FedProx is made for
         site.publish(name="chest", shard=f"{i}/2", partition="dirichlet:0.5", seed=0, synthetic_count=COUNT)

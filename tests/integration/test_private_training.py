@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support import approve_all, deploy_site, free_ports, ledger_calls, run_and_crash_after_round_1, run_cli
+from support import approve_all, deploy_sites, ledger_calls, run_and_crash_after_round_1, run_cli
 
 from domains.requests import RequestBook
 
@@ -30,17 +30,13 @@ ROUNDS, EPOCHS, BATCH, SIGMA, EVAL_SIGMA = 4, 1, 64, 1.2, 5.0
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from concurrent.futures import ThreadPoolExecutor
-
     from privacy.he import init_keys
 
     os.environ["MEDSYFT_TORCH_THREADS"] = "1"
     root = tmp_path_factory.mktemp("private")
     secret, public, key_id = init_keys(root / "keys")
     other_secret, other_public, _ = init_keys(root / "other-keys")  # another federation's keys
-    ports = free_ports(len(NAMES))
-    with ThreadPoolExecutor(3) as pool:
-        sites = list(pool.map(lambda n, p: deploy_site(root / n, n, p, he_key=secret), NAMES, ports))
+    sites = deploy_sites(root, NAMES, he_key=secret)
     (root / "secrets").mkdir()
     for i, site in enumerate(sites, start=1):
         site.publish(name="chest", shard=f"{i}/3", partition="iid", seed=0, synthetic_count=COUNT)
