@@ -38,10 +38,10 @@ def main() -> None:
     import socket
 
     from domains import Datasite
-    from domains.connection import admin_client, quiet
-    from domains.lifecycle import read_pid
-    from domains.mock import make_mock
-    from domains.publish import PublishRequest, prepare
+    from domains.data.mock import make_mock
+    from domains.data.publish import PublishRequest, prepare
+    from domains.site.connection import admin_client, quiet
+    from domains.site.lifecycle import read_pid
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

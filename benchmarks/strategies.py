@@ -47,10 +47,10 @@ def one_run(source: Path, strategy: str, seed: int, rounds: int, alpha: float, w
 
 def _score_on_test(source: Path, run: Path, rounds: int) -> Any:
     """The final global model (a plaintext job's checkpoint), scored exactly on the test split."""
-    from domains.formats.registry import load_source
-    from domains.training.evaluate import evaluate
-    from domains.training.models import build_model
-    from domains.training.weights import set_weights
+    from domains.data.formats.registry import load_source
+    from domains.runtime.evaluation import evaluate_model
+    from domains.runtime.models import build_model
+    from domains.runtime.weights import set_weights
     from orchestrator.checkpoint import RunDir
 
     spec = RunDir(run).load_state().spec
@@ -60,7 +60,7 @@ def _score_on_test(source: Path, run: Path, rounds: int) -> Any:
     model = build_model(spec.model, in_channels=spec.in_channels, num_classes=spec.num_classes,
                         image_size=spec.image_size)
     set_weights(model, weights)
-    return evaluate(model, data.images, data.labels, multi_label=spec.multi_label)
+    return evaluate_model(model, data.images, data.labels, multi_label=spec.multi_label)
 
 
 ROOT = Path(__file__).resolve().parent.parent  # score with the same checkout the datasites ran

@@ -5,7 +5,7 @@ Usage::
     .venv/bin/python benchmarks/syft_call_cost.py [--calls 8]
 
 Deploys two datasites in one run, one with medsyft's PySyft speed-ups
-(``domains/syft_speedups.py``) and one without (``MEDSYFT_SYFT_SPEEDUPS=0``), approves on
+(``domains/site/syft_speedups.py``) and one without (``MEDSYFT_SYFT_SPEEDUPS=0``), approves on
 each a function with the same input policy as a medsyft job (labels asset, a constant, a
 scientist-owned dict) that echoes the update it was sent, and times the three legs a round
 pays per site: uploading the payload, executing the approved function, fetching the result.
@@ -65,8 +65,8 @@ def _setup(tmp: Path, name: str, speedups: bool) -> tuple[Any, Any, Any]:
     import syft as sy
 
     from domains import Datasite
-    from domains.lifecycle import free_ports
-    from domains.quiet import quiet
+    from domains.site.lifecycle import free_ports
+    from domains.site.quiet import quiet
 
     os.environ["MEDSYFT_SYFT_SPEEDUPS"] = "1" if speedups else "0"  # read by the datasite process
     try:
@@ -93,7 +93,7 @@ def _setup(tmp: Path, name: str, speedups: bool) -> tuple[Any, Any, Any]:
 def _one_call(client: Any, labels: Any, update: Any, call: int) -> dict[str, float]:
     import syft as sy
 
-    from domains.quiet import quiet
+    from domains.site.quiet import quiet
     from orchestrator.transport import fetch
 
     with quiet():

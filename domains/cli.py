@@ -17,8 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from domains.datadir import DataDir
 from domains.errors import MedsyftDomainError
+from domains.site.datadir import DataDir
 
 
 def _data_dir(args: argparse.Namespace) -> DataDir:
@@ -37,8 +37,7 @@ def _show(frame: pd.DataFrame, empty: str) -> None:
 
 # -- deploy / stop / status ----------------------------------------------------
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from domains import he_key, lifecycle, site_keys
-
+    from domains.site import he_key, lifecycle, site_keys
     data_dir = _data_dir(args)
     key = he_key.check(args.he_key) if args.he_key else None  # bad key files stop the deploy
     if args.site_keys:                                          # before anything starts
@@ -81,8 +80,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    from domains import lifecycle
-
+    from domains.site import lifecycle
     data_dir = _data_dir(args)
     pid = lifecycle.stop(data_dir)
     name = data_dir.read_config().name
@@ -91,7 +89,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from domains.status import status
+    from domains.site.status import status
 
     report = status(_data_dir(args))
     state = f"running (pid {report.pid})" if report.pid else "running"
@@ -111,8 +109,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 # -- publish ---------------------------------------------------------------------
 def cmd_publish(args: argparse.Namespace) -> int:
-    from domains.formats import parse_label_names
-    from domains.publish import PublishRequest, publish
+    from domains.data.formats import parse_label_names
+    from domains.data.publish import PublishRequest, publish
 
     req = PublishRequest(
         source=Path(args.source) if args.source else None, fmt=args.format, split=args.split,
@@ -134,8 +132,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 def _source_limits(args: argparse.Namespace) -> Any:
     """The --max-* options given, over SourceLimits' defaults; a malformed size is one error line."""
+    from domains.data.formats import SourceLimits, parse_size
     from domains.errors import PublishError
-    from domains.formats import SourceLimits, parse_size
 
     given: dict[str, Any] = {k: getattr(args, k) for k in ("max_pixels", "max_npz_ratio")
                              if getattr(args, k) is not None}
@@ -151,12 +149,10 @@ def _source_limits(args: argparse.Namespace) -> Any:
 
 def cmd_budget(args: argparse.Namespace) -> int:
     from domains import budget
-
     data_dir = _data_dir(args)
     data_dir.require_initialized()
     if args.set:
-        from domains import store
-
+        from domains.data import store
         n = len(store.load(data_dir, args.set).labels)
         st = budget.set_budget(data_dir, args.set, n_samples=n, epsilon_budget=args.epsilon_budget,
                                delta=args.delta)
@@ -185,7 +181,7 @@ def _eps_format(frame: pd.DataFrame) -> pd.DataFrame:
 
 # -- accounts ----------------------------------------------------------------------
 def cmd_add_scientist(args: argparse.Namespace) -> int:
-    from domains.accounts import add_scientist, read_password_file
+    from domains.site.accounts import add_scientist, read_password_file
 
     password = read_password_file(Path(args.password_file)) if args.password_file else None
     chosen = add_scientist(_data_dir(args), email=args.email, name=args.full_name, password=password)
@@ -197,7 +193,7 @@ def cmd_add_scientist(args: argparse.Namespace) -> int:
 
 # -- requests --------------------------------------------------------------------
 def cmd_requests(args: argparse.Namespace) -> int:
-    from domains.requests import RequestBook
+    from domains.review.requests import RequestBook
 
     _show(RequestBook(_data_dir(args)).table(), "no code requests")
     return 0
@@ -254,14 +250,14 @@ def _privacy_lines(report: Any) -> list[str]:
 
 
 def cmd_review(args: argparse.Namespace) -> int:
-    from domains.requests import RequestBook
+    from domains.review.requests import RequestBook
 
     print(format_review(RequestBook(_data_dir(args)).review(args.id)))
     return 0
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    from domains.requests import RequestBook
+    from domains.review.requests import RequestBook
 
     report = RequestBook(_data_dir(args)).approve(args.id, allow_custom_code=args.allow_custom_code)
     print(f"approved request {report.request_id} (`{report.function}` from {report.requester})")
@@ -269,7 +265,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
-    from domains.code_policy import load_policy, save_policy
+    from domains.review.code_policy import load_policy, save_policy
 
     data_dir = _data_dir(args)
     data_dir.require_initialized()
@@ -283,8 +279,8 @@ def cmd_policy(args: argparse.Namespace) -> int:
             policy.allow_custom_code = args.allow_custom_code == "on"
         policy.sandbox = replace(policy.sandbox, **limits)
         save_policy(data_dir, policy)
-        from domains.audit import AuditLog, local_actor
-        from domains.datadir import AUDIT_FILE
+        from domains.site.audit import AuditLog, local_actor
+        from domains.site.datadir import AUDIT_FILE
 
         AuditLog(data_dir.file(AUDIT_FILE)).append(
             "policy", actor=local_actor(), subject=data_dir.read_config().name,
@@ -298,7 +294,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
     return 0
 
 
-# `medsyft domain policy --sandbox-NAME`: the limits of domains.sandbox.SandboxLimits
+# `medsyft domain policy --sandbox-NAME`: the limits of domains.site.sandbox.SandboxLimits
 _SANDBOX_LIMITS = {
     "memory_mb": "address space of each process of custom code, MiB",
     "cpu_seconds": "CPU time of each process of custom code, seconds",
@@ -308,7 +304,7 @@ _SANDBOX_LIMITS = {
 
 
 def cmd_deny(args: argparse.Namespace) -> int:
-    from domains.requests import RequestBook
+    from domains.review.requests import RequestBook
 
     if not args.reason.strip():
         raise MedsyftDomainError("--reason must not be empty; tell the scientist why")
@@ -318,7 +314,7 @@ def cmd_deny(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from domains.datasite import Datasite
+    from domains.site.datasite import Datasite
 
     if args.verify:
         return _verify_audit(_data_dir(args))
@@ -339,8 +335,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def _verify_audit(data_dir: DataDir) -> int:
     """Check the log as it stands, without syncing first: verifying must not add to the evidence,
     and it works on a stopped datasite. A broken log raises AuditLogError (one line, exit 2)."""
-    from domains.audit import AuditLog
-    from domains.datadir import AUDIT_FILE
+    from domains.site.audit import AuditLog
+    from domains.site.datadir import AUDIT_FILE
 
     data_dir.require_initialized()
     print(AuditLog(data_dir.file(AUDIT_FILE)).verify().summary())
@@ -469,7 +465,7 @@ def register(subparsers: Any) -> None:
     p = _add(sub, "policy", cmd_policy, "which code this datasite may approve (default: medsyft's own)")
     p.add_argument("--allow-custom-code", choices=("on", "off"),
                    help="let owners approve custom code with `approve --allow-custom-code`")
-    from domains.sandbox import SandboxLimits
+    from domains.site.sandbox import SandboxLimits
 
     for limit, text in _SANDBOX_LIMITS.items():
         p.add_argument(f"--sandbox-{limit.replace('_', '-')}", type=_positive_int, metavar="N",

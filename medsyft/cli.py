@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from domains.errors import MedsyftDomainError
-    from domains.training.errors import TrainingError
+    from domains.runtime.errors import TrainingError
     from orchestrator.errors import OrchestratorError
     from privacy.errors import PrivacyError
 

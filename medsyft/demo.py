@@ -90,8 +90,8 @@ def _claim_workdir(workdir: Path) -> None:
 
 def _stop_datasites(workdir: Path) -> None:
     """Stop the datasites an earlier demo left running (``--keep-running``) before removing them."""
-    from domains import lifecycle
-    from domains.datadir import DataDir
+    from domains.site import lifecycle
+    from domains.site.datadir import DataDir
 
     for name in HOSPITALS:
         data_dir = DataDir(workdir / name)
@@ -142,7 +142,7 @@ def _write_job(workdir: Path, sites: list[Any], args: argparse.Namespace) -> Pat
 
 def _review_and_approve(sites: list[Any]) -> None:
     from domains.cli import format_review
-    from domains.requests import RequestBook
+    from domains.review.requests import RequestBook
 
     for site in sites:
         book = RequestBook(site.data_dir)
@@ -212,8 +212,8 @@ def run(args: argparse.Namespace) -> int:
     _claim_workdir(workdir)  # first: a refused folder costs no imports and changes nothing
 
     from domains import Datasite
-    from domains.lifecycle import free_ports
-    from domains.publish import PublishRequest
+    from domains.data.publish import PublishRequest
+    from domains.site.lifecycle import free_ports
     from orchestrator import FederatedJob, comparison, load_config, train_centralized
     from orchestrator.baseline import evaluate_weights
 
@@ -222,7 +222,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"[1/7] deploying {len(HOSPITALS)} datasites on 127.0.0.1 (data in {workdir}) ...")
     with ThreadPoolExecutor(len(HOSPITALS)) as pool:
         sites = list(pool.map(
-            lambda name, port: Datasite.deploy(workdir / name, name=name, port=port, **kits.get(name, {})),
+            lambda name, port: Datasite.deploy(workdir / name, name=name, port=port,
+                                               he_key_file=kits.get(name, {}).get("he_key_file"),
+                                               site_keys_file=kits.get(name, {}).get("site_keys_file")),
             HOSPITALS, free_ports(len(HOSPITALS)),
         ))
     for site in sites:

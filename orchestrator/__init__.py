@@ -7,7 +7,7 @@ Public API (imported lazily so ``import orchestrator`` stays cheap):
 - :class:`FederatedResult` - history, metrics, timing tables, plot, final model
 - :class:`Site` - one logged-in datasite: datasets, metadata, mocks, health
 - :class:`Strategy`, :class:`FedAvg` - site selection and aggregation; :class:`ServerOptimizer` -
-  FedAvgM, FedAdam, FedYogi (a :class:`~domains.training.server_step.ServerStep` after FedAvg's mean)
+  FedAvgM, FedAdam, FedYogi (a :class:`~domains.shared.server_step.ServerStep` after FedAvg's mean)
 - :func:`train_centralized`, :func:`comparison` - the centralized baseline
 - errors: see :mod:`orchestrator.errors`
 """

@@ -21,16 +21,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from domains.formats import ImageSet, load_source
-from domains.partition import ShardSpec, parse_partition, shard
-from domains.phantom import generate_chest_phantoms
-from domains.training.evaluate import EvalResult, evaluate
-from domains.training.local import train_local
-from domains.training.models import build_model
-from domains.training.plan import split
-from domains.training.spec import JobSpec
-from domains.training.threads import configure_threads
-from domains.training.weights import Weights, set_weights
+from domains import (
+    ImageSet,
+    ShardSpec,
+    Weights,
+    build_model,
+    configure_threads,
+    evaluate_model,
+    generate_chest_phantoms,
+    load_source,
+    parse_partition,
+    set_weights,
+    shard,
+    site_split,
+    train_local,
+)
+from domains.shared.counts import EvalResult
+from domains.shared.spec import JobSpec
 from orchestrator.config import JobConfig
 from privacy.accounting import noise_multiplier_for
 
@@ -56,7 +63,7 @@ def load_union(config: JobConfig, spec: JobSpec) -> tuple[ImageSet, np.ndarray, 
     train_parts, val_parts = [], []
     for i in range(1, n_sites + 1):
         idx = shard(data.labels, ShardSpec(i, n_sites), partition, seed=b.seed)
-        tr, va = split(spec, data.images[idx], data.labels[idx])  # the sites' own split
+        tr, va = site_split(spec, data.images[idx], data.labels[idx])  # the sites' own split
         train_parts.append(idx[tr])
         val_parts.append(idx[va])
     return data, np.concatenate(train_parts), np.concatenate(val_parts)
@@ -79,7 +86,7 @@ def train_centralized(config: JobConfig, spec: JobSpec) -> BaselineResult:
                     config=replace(spec.train, seed=spec.train.seed + r),
                     multi_label=spec.multi_label, dp=dp)
     wall = time.perf_counter() - started
-    metrics = evaluate(model, data.images[val_idx], data.labels[val_idx],
+    metrics = evaluate_model(model, data.images[val_idx], data.labels[val_idx],
                        multi_label=spec.multi_label)
     return BaselineResult(metrics, wall, len(train_idx), len(val_idx))
 
@@ -91,7 +98,7 @@ def evaluate_weights(config: JobConfig, spec: JobSpec, weights: Weights) -> Eval
     model = build_model(spec.model, in_channels=spec.in_channels, num_classes=spec.num_classes,
                         image_size=spec.image_size)
     set_weights(model, weights)
-    return evaluate(model, data.images[val_idx], data.labels[val_idx], multi_label=spec.multi_label)
+    return evaluate_model(model, data.images[val_idx], data.labels[val_idx], multi_label=spec.multi_label)
 
 
 def comparison(federated: dict[str, float], central: BaselineResult) -> pd.DataFrame:

@@ -26,7 +26,7 @@ import pandas as pd
 from domains.shared import codec
 from domains.shared.plain_model import PlainModel
 from domains.shared.signed_round import SignedRound
-from domains.training.spec import JobSpec
+from domains.shared.spec import JobSpec
 from orchestrator.submit import Submission
 from privacy.durable import atomic_writer
 from privacy.he import EncryptedVector

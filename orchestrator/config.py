@@ -175,10 +175,10 @@ class JobConfig:
         return (self.base_dir / self.run_dir).resolve()
 
     def server_step(self) -> Any:
-        """The :class:`~domains.training.server_step.ServerStep` of a server-optimizer strategy, else None."""
+        """The :class:`~domains.shared.server_step.ServerStep` of a server-optimizer strategy, else None."""
         if self.strategy not in SERVER_STRATEGIES:
             return None
-        from domains.training.server_step import ServerStep
+        from domains.shared.server_step import ServerStep
 
         return ServerStep.of(self.strategy, lr=self.server_lr, momentum=self.server_momentum,
                              beta2=self.server_beta2, tau=self.server_tau)

@@ -21,13 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from domains import TrainingError, Weights, build_model, default_model, get_weights, val_count
 from domains.shared.plain_model import PlainModel
-from domains.training.errors import TrainingError
-from domains.training.local import TrainConfig
-from domains.training.models import build_model, default_model
-from domains.training.spec import HESpec, JobSpec
-from domains.training.split import val_count
-from domains.training.weights import Weights, get_weights
+from domains.shared.spec import HESpec, JobSpec, TrainConfig
 from orchestrator import release
 from orchestrator.checkpoint import RunDir, RunState
 from orchestrator.config import JobConfig

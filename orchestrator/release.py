@@ -5,7 +5,7 @@ one more code request per datasite, whose constant names the approved job; each 
 reviews and approves it like the job itself. Every site of the job's approved roster must
 take part: each datasite derives its index and the site count from that roster, never
 from what the scientist writes beside it.
-Each approved site returns its masked share (``domains.training.final``); only all the
+Each approved site returns its masked share (``domains.runtime.final_model``); only all the
 shares together unmask the model. Under a roster job the ciphertext sent is the verified sum of
 the last call's signed parts, the very sum each site checked and evaluated. Under a server
 optimizer the final model is the global state every site computed from that sum (x_R), named by
@@ -24,12 +24,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from domains import Weights, build_model, layout_of, release_function_name, release_source
 from domains.shared.codec import to_wire
 from domains.shared.plain_model import PlainModel, frozen_layout
-from domains.training.models import build_model
-from domains.training.spec import JobSpec
-from domains.training.templates import release_function_name, release_source
-from domains.training.weights import Weights, layout_of
+from domains.shared.spec import JobSpec
 from orchestrator.checkpoint import RunDir, RunState
 from orchestrator.errors import NotApproved, ReleaseRequired
 from orchestrator.secure import SecureAggregation, SignedRound

@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from domains.training.models import build_model
-from domains.training.spec import JobSpec
-from domains.training.weights import Weights, set_weights
+from domains import Weights, build_model, set_weights
+from domains.shared.spec import JobSpec
 from orchestrator.errors import ReleaseRequired
 
 

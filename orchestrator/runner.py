@@ -30,8 +30,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from domains.shared.codec import nbytes
+from domains.shared.counts import EvalResult, pool
 from domains.shared.plain_model import PlainModel
-from domains.training.evaluate import EvalResult, pool
 from orchestrator.checkpoint import GlobalModel, RunDir, RunState
 from orchestrator.errors import QuorumLost, RoundFailed
 from orchestrator.site import Site
@@ -39,7 +39,7 @@ from orchestrator.strategy import JobContext, Strategy
 from orchestrator.transport import CallOutcome, SyftTransport, Transport
 
 if TYPE_CHECKING:
-    from domains.training.weights import Weights
+    from domains import Weights
 
 SITE_COLUMNS = ["round", "site", "status", "error", "train_loss", "n_train", "train_s",
                 "eval_s", "site_s", "upload_s", "execute_s", "get_s", "call_s", "update_bytes",

@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from domains.metadata import datasite_metadata, parse_metadata
-from domains.quiet import quiet
+from domains import datasite_metadata, parse_metadata, quiet
 from orchestrator.config import SiteConfig
 from orchestrator.errors import SiteUnavailable
 

@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from domains import Weights, check_same_layout, fedavg
 from domains.shared.codec import decode_update, to_wire
 from domains.shared.errors import CodecError
 from domains.shared.plain_model import Layout, PlainModel
-from domains.training.server_step import ServerState, ServerStep, server_update
-from domains.training.weights import Weights, check_same_layout, fedavg
+from domains.shared.server_step import ServerState, ServerStep, server_update
 from orchestrator.errors import ConfigError
 from privacy.errors import PrivacyError
 
@@ -197,7 +197,7 @@ class FedProx(FedAvg):
 
 
 class ServerOptimizer(FedAvg):
-    """FedAvgM, FedAdam or FedYogi (:mod:`domains.training.server_step`): FedAvg's mean, then a step.
+    """FedAvgM, FedAdam or FedYogi (:mod:`domains.shared.server_step`): FedAvg's mean, then a step.
 
     In plaintext the orchestrator takes the step, here. Under HE it cannot (it never sees the
     mean), so :class:`~orchestrator.secure.SecureAggregation` adds as for FedAvg and every site

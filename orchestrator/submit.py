@@ -19,9 +19,9 @@ from typing import Any
 
 import pandas as pd
 
-from domains.training.spec import JobSpec
-from domains.training.templates import JOB_TEMPLATE as TEMPLATE  # noqa: F401 - re-exported
-from domains.training.templates import job_source
+from domains import JOB_TEMPLATE as TEMPLATE  # noqa: F401 - re-exported
+from domains import job_source
+from domains.shared.spec import JobSpec
 from orchestrator.errors import NotApproved
 from orchestrator.site import Site, quiet
 

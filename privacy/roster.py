@@ -39,7 +39,7 @@ ROSTER_FORMAT = "medsyft-roster/1"
 SITE_KEYS_FORMAT = "medsyft-site-keys/1"
 ROLE_ROSTER = "roster"
 ROLE_SITE_KEYS = "site-keys"
-# The datasite name rule of domains/lifecycle.py (privacy/ may not import it): a kit's folder is
+# The datasite name rule of domains/site/lifecycle.py (privacy/ may not import it): a kit's folder is
 # named after its site, and the site's datasite keeps the same name.
 SITE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")

@@ -1,6 +1,6 @@
 """Fixtures: real datasite processes on 127.0.0.1 free ports.
 
-Nothing here is mocked: a ``site`` is a ``python -m domains.server`` process started
+Nothing here is mocked: a ``site`` is a ``python -m domains.site.server`` process started
 through medsyft's own deploy path, with its own data directory. Plain helpers live in
 ``tests/support.py``.
 """

@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from domains.runtime.errors import TrainingError
+from domains.runtime.weights import Weights, flatten, unflatten
 from domains.shared.codec import from_wire
-from domains.training.errors import TrainingError
-from domains.training.evaluate import EvalResult
-from domains.training.spec import JobSpec
-from domains.training.weights import Weights, flatten, unflatten
+from domains.shared.counts import EvalResult
+from domains.shared.spec import JobSpec
 from orchestrator.transport import CallOutcome
 from privacy.errors import PrivacyError
 from privacy.he import EncryptedVector, HEContext
@@ -93,7 +93,7 @@ class FakeSites:
         if not self.kits:
             summed = EncryptedVector.from_dict(payload["weights"])
             return self.secret.decrypt_mean(summed), summed, ""
-        from domains.training import parts
+        from domains.runtime import parts
         from privacy.secagg import aggregate_round, decrypt_round
         from privacy.secagg_messages import MaskRecovery
 
@@ -112,7 +112,7 @@ class FakeSites:
             return vector
         if not self.kits:
             return self.secret.encrypt_weighted(vector, weight=payload["weight"], bound=4.0).to_dict()
-        from domains.training import parts
+        from domains.runtime import parts
         from privacy.secagg import make_part
 
         part = make_part(self.kits[name], self.secret, vector, weight=payload["weight"], bound=4.0,

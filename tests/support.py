@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from domains.lifecycle import free_ports
+from domains.site.lifecycle import free_ports
 
 REPO = Path(__file__).resolve().parent.parent
 # The PneumoniaMNIST copy beside the checkout (never committed); tests that need it skip without it.
@@ -67,7 +67,6 @@ def run_cli_subprocess(*args: str, timeout: float = 300) -> CliResult:
 def deploy_site(data_dir: Path, name: str, port: int | None = None, *, he_key: Path | None = None,
                 site_keys: Path | None = None) -> Any:
     from domains import Datasite
-
     return Datasite.deploy(data_dir, name=name, port=port or free_port(), he_key_file=he_key,
                            site_keys_file=site_keys)
 
@@ -90,7 +89,7 @@ def deploy_sites(root: Path, names: tuple[str, ...], **keys: Any) -> list[Any]:
 
 
 def login(url: str, email: str, password: str) -> Any:
-    from domains.connection import quiet
+    from domains.site.connection import quiet
 
     with quiet():
         import syft as sy
@@ -236,7 +235,7 @@ def owner_images(site: Any, dataset: str | None = None) -> Any:
     """Private images as the owner reads them: one dataset's array, or sha256 per dataset."""
     import hashlib
 
-    from domains.connection import admin_client, quiet
+    from domains.site.connection import admin_client, quiet
 
     with quiet():
         datasets = admin_client(site.data_dir).datasets
@@ -253,7 +252,7 @@ def submit_code(client: Any, source: str, *, dataset: str, function: str, tmp: P
     file), bind ``client`` and ``asset`` (*dataset*'s images) in it, and request *function*."""
     import importlib.util
 
-    from domains.connection import quiet
+    from domains.site.connection import quiet
 
     path = tmp / f"scientist_{function}.py"
     path.write_text("import syft as sy\n" + source)
@@ -311,7 +310,7 @@ def write_job_toml(root: Path, run: str, sites: list[Any], lines: list[str],
 
 def approve_all(sites: list[Any], only: tuple[str, ...] | None = None) -> None:
     """Play every data owner (or those named in *only*): approve each pending request."""
-    from domains.requests import RequestBook
+    from domains.review.requests import RequestBook
 
     for site in sites:
         if only is None or site.config.name in only:

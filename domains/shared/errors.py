@@ -1,4 +1,8 @@
-"""Exceptions of the shared values' codec; each message names the broken rule and how to fix it."""
+"""Exceptions of the shared values (codec, job spec): each names the broken rule and how to fix it.
+
+:class:`TrainingError` and :class:`TrainConfigError` are defined here because the job spec raises
+them; :mod:`domains.runtime.errors` re-exports them beside the runtime's own errors.
+"""
 
 from __future__ import annotations
 
@@ -13,3 +17,15 @@ class CodecError(MedsyftDomainError, ValueError):
     A :class:`~domains.errors.MedsyftDomainError`, so a datasite refuses such a payload with this
     message, before any private data is read, and its call ledger records the call ``refused``.
     """
+
+
+class TrainingError(MedsyftDomainError, RuntimeError):
+    """Raised when training, evaluation or aggregation cannot proceed with the given input.
+
+    Examples: weights whose keys or shapes do not match the model, an empty set of updates to
+    average, images and labels of different lengths, a validation fraction outside (0, 1).
+    """
+
+
+class TrainConfigError(TrainingError, ValueError):
+    """Raised by :meth:`TrainConfig.validate` for a hyperparameter outside its allowed range."""

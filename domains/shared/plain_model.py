@@ -56,7 +56,7 @@ class PlainModel:
 
     @classmethod
     def from_weights(cls, weights: Mapping[str, Any]) -> PlainModel:
-        """The model of named arrays (``domains.training.weights.get_weights``), names sorted."""
+        """The model of named arrays (``domains.runtime.weights.get_weights``), names sorted."""
         layout = tuple((str(k), tuple(int(d) for d in np.shape(weights[k]))) for k in sorted(weights))
         pieces = [np.asarray(weights[k], dtype=np.float32).ravel() for k, _ in layout]
         return cls(np.concatenate(pieces) if pieces else np.zeros(0, np.float32), layout)

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from support import deploy_site, login, rewrite_audit_unkeyed, run_cli, submit_code
 
-from domains.connection import quiet
+from domains.site.connection import quiet
 
 pytestmark = pytest.mark.slow
 
@@ -91,6 +91,6 @@ def test_rewritten_log_fails_verify_naming_the_line(site: Any) -> None:
 
 
 def _entries(site: Any) -> list[dict[str, Any]]:
-    from domains.audit import AuditLog
+    from domains.site.audit import AuditLog
 
     return AuditLog(site.data_dir.file("audit.jsonl")).entries()

@@ -178,8 +178,8 @@ def test_deploy_read_only_dir_as_non_root(tmp_path: Path) -> None:
 
 
 def test_commands_on_a_stopped_datasite(tmp_path: Path) -> None:
-    from domains.datadir import DataDir
-    from domains.lifecycle import initialize
+    from domains.site.datadir import DataDir
+    from domains.site.lifecycle import initialize
 
     data_dir = DataDir(tmp_path / "down")
     initialize(data_dir, name="down", host="127.0.0.1", port=free_port())

@@ -48,7 +48,7 @@ def test_restart_keeps_datasets_users_requests_and_audit(tmp_path: Path) -> None
         client = login(site.url, "bo@uni.example", password)  # same user, same password
         statuses = dict(zip(site.requests()["id"], site.requests()["status"], strict=True))
         assert statuses == {approved: "approved", denied: "rejected"}
-        from domains.connection import quiet
+        from domains.site.connection import quiet
 
         with quiet():
             asset = client.datasets["xr"].assets["images"]
@@ -69,7 +69,7 @@ def test_foreground_deploy_stops_on_ctrl_c(tmp_path: Path) -> None:
     import sys
     import time
 
-    from domains.lifecycle import metadata, read_pid
+    from domains.site.lifecycle import metadata, read_pid
 
     data_dir = tmp_path / "fg"
     port = free_port()
@@ -84,7 +84,7 @@ def test_foreground_deploy_stops_on_ctrl_c(tmp_path: Path) -> None:
     while metadata(url) is None and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.5)
     assert metadata(url) is not None, proc.stdout.read() if proc.poll() is not None else "timeout"
-    from domains.datadir import DataDir
+    from domains.site.datadir import DataDir
 
     server_pid = read_pid(DataDir(data_dir))
     assert server_pid is not None

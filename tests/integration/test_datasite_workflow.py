@@ -26,13 +26,13 @@ from support import (
     write_png_folder,
 )
 
-from domains.connection import quiet
+from domains.site.connection import quiet
 
 pytestmark = pytest.mark.slow
 
 
 def dataset_names(site: Any) -> set[str]:
-    from domains.connection import admin_client, quiet
+    from domains.site.connection import admin_client, quiet
 
     with quiet():
         return {d.name for d in admin_client(site.data_dir).datasets}
@@ -54,7 +54,7 @@ def test_deploy_binds_loopback_only(site: Any) -> None:
 
 
 def test_datasite_process_runs_pysyft_speedups(site: Any) -> None:
-    """The deployed process, not just this test process, swapped in domains/syft_speedups.py."""
+    """The deployed process, not just this test process, swapped in domains/site/syft_speedups.py."""
     log = site.data_dir.file("datasite.log").read_text()
     assert "medsyft: PySyft speed-ups: numpy print threshold, ObjectStash.get_role" in log
 
@@ -191,7 +191,7 @@ def test_status_and_audit_cli(site: Any, tmp_path: Path) -> None:
 
 
 def test_signup_is_disabled(site: Any) -> None:
-    from domains.connection import quiet
+    from domains.site.connection import quiet
 
     with quiet():
         import syft as sy

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from support import approve_all, deploy_sites
 
-from domains.datadir import DataDir
+from domains.site.datadir import DataDir
 
 pytestmark = pytest.mark.slow
 
@@ -98,7 +98,6 @@ def started(site: Any, job_id: str, call: int) -> bool:
 
 def redeploy(site: Any) -> None:
     from domains import Datasite
-
     Datasite.deploy(site.data_dir.path, name=None, port=int(site.url.rsplit(":", 1)[1]))
 
 
@@ -217,7 +216,7 @@ def test_a_damaged_ledger_on_a_running_datasite_is_named_never_reset(federation:
         model = job.he_context.aggregate([part, part])  # two contributions, as the job requires
         outcome = call_site(site, fn, labels, None, {"call": 2, "weights": model.to_dict(), "weight": 0.3})
         assert outcome.status == "error"
-        expected = "LedgerCorrupt" if damaged == "call ledger" else "BudgetError"
+        expected = "CallLogCorrupt" if damaged == "call ledger" else "BudgetError"
         assert expected in outcome.error and path.name in outcome.error, outcome.error
         assert path.read_bytes() == original[: len(original) - 7]  # never reset or rewritten
         assert not (f2.data_dir.jobs_dir / state.spec.job_id / "call-2.npz").exists()

@@ -152,7 +152,7 @@ def test_hung_site_times_out_and_the_round_goes_on(federation: dict[str, Any]) -
     import signal
     import threading
 
-    from domains.lifecycle import read_pid
+    from domains.site.lifecycle import read_pid
 
     sites = federation["sites"]
     job = new_job(federation, "hang", rounds=1, min_sites=2, round_timeout=6)
@@ -218,8 +218,8 @@ def test_calls_run_in_order_and_a_failure_on_private_data_is_final(federation: d
     labels = site.asset("chest", "labels")
     early = call_site(site, fn, labels, None, {"call": 2, "weights": None})
     assert early.status == "error" and "needs call 1 to have completed" in early.error
-    from domains.training.models import build_model
-    from domains.training.weights import flatten, get_weights
+    from domains.runtime.models import build_model
+    from domains.runtime.weights import flatten, get_weights
 
     spec = state.spec
     vector, _ = flatten(get_weights(build_model(spec.model, in_channels=spec.in_channels,
@@ -248,10 +248,10 @@ def test_a_datasite_reads_both_orchestrator_versions_and_refuses_another_models_
     model's is refused with one line, before any private data is read, and may be sent again."""
     import numpy as np
 
+    from domains.runtime.models import build_model
+    from domains.runtime.weights import get_weights
     from domains.shared import codec
     from domains.shared.plain_model import PlainModel
-    from domains.training.models import build_model
-    from domains.training.weights import get_weights
     from orchestrator.transport import call_site
 
     job = new_job(federation, "codec-forms", rounds=2)
@@ -297,7 +297,7 @@ def test_custom_code_runs_only_when_the_site_policy_allows_it(federation: dict[s
     review = run_cli("domain", "review", "--data-dir", data_dir, rid)
     assert "CUSTOM CODE" in review.out and "ARBITRARY" in review.out
     # The owner presses PySyft's own approve button: the datasite still refuses to run it.
-    from domains.connection import admin_client, quiet
+    from domains.site.connection import admin_client, quiet
 
     with quiet():
         admin = admin_client(h2.data_dir)

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from support import approve_all, deploy_sites, ledger_calls, run_cli, write_job_toml
 
-from domains.privacy_review import job_constant
-from domains.requests import RequestBook
+from domains.review.privacy import job_constant
+from domains.review.requests import RequestBook
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ datasets and mocks; anyone holding an output's id fetched its "mock" with ``get_
 which here is the approved code run on the mock inputs and so holds whatever the code read
 itself (this code reads the datasite's environment); login errors told a missing email from
 a wrong password, without limit; the datasite kept its admin password and signing key in
-``os.environ``. The datasite is a real ``python -m domains.server`` process, deployed from a
+``os.environ``. The datasite is a real ``python -m domains.site.server`` process, deployed from a
 shell that exports secrets of its own; nothing is mocked.
 """
 
@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 from support import deploy_site, login, run_cli, submit_code
 
-from domains import syft_guard
-from domains.connection import admin_client, quiet
-from domains.metadata import datasite_metadata
-from domains.server import SECRET_VARIABLES
+from domains.data.metadata import datasite_metadata
+from domains.site import syft_guard
+from domains.site.connection import admin_client, quiet
+from domains.site.server import SECRET_VARIABLES
 
 pytestmark = pytest.mark.slow
 
@@ -185,7 +185,7 @@ def test_nobody_gets_an_outputs_mock(hostile: Hostile) -> None:
 def test_datasite_process_holds_no_secret_in_its_environment(hostile: Hostile) -> None:
     """The start-up environment of the process (``/proc``), and what approved code reads of its
     own (custom code now runs in a sandbox; ``os.environ`` of the datasite process itself is
-    checked in tests/domains/test_syft_guard.py)."""
+    checked in tests/domains/site/test_syft_guard.py)."""
     data_dir = hostile.site.data_dir
     pid = int(data_dir.file("datasite.pid").read_text().split()[0])  # line 1: the pid
     secrets = [SHELL_SECRET, data_dir.read_credentials().password, data_dir.read_server_key()]

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from support import approve_all, deploy_sites, ledger_calls, run_and_crash_after_round_1, run_cli
 
-from domains.requests import RequestBook
+from domains.review.requests import RequestBook
 
 pytestmark = pytest.mark.slow
 
@@ -123,9 +123,9 @@ def test_reported_epsilon_equals_opacus_recomputation(trained: dict[str, Any],
                                                       federation: dict[str, Any]) -> None:
     from opacus.accountants import RDPAccountant
 
-    from domains import store
-    from domains.datadir import DataDir
-    from domains.training.release import hash_split
+    from domains.data import store
+    from domains.runtime.noisy_metrics import hash_split
+    from domains.site.datadir import DataDir
 
     spec = trained["result"].spec
     eps = trained["result"].epsilon()
@@ -151,8 +151,8 @@ def test_a_release_naming_fewer_sites_than_the_roster_is_refused(trained: dict[s
     """The attack: a scientist asks one hospital for a release that says it is the only site."""
     from support import login
 
-    from domains.connection import admin_client, quiet
-    from domains.training.templates import release_function_name, release_source
+    from domains.runtime.templates import release_function_name, release_source
+    from domains.site.connection import admin_client, quiet
     from orchestrator.site import Site
     from orchestrator.submit import load_submitted
     from orchestrator.transport import call_site
@@ -187,9 +187,9 @@ def test_a_release_naming_fewer_sites_than_the_roster_is_refused(trained: dict[s
 
 def test_release_needs_every_owner_and_gives_the_sites_model(trained: dict[str, Any],
                                                              federation: dict[str, Any]) -> None:
-    from domains.datadir import DataDir
-    from domains.training.final import released_model
-    from domains.training.weights import flatten, get_weights
+    from domains.runtime.final_model import released_model
+    from domains.runtime.weights import flatten, get_weights
+    from domains.site.datadir import DataDir
     from orchestrator.baseline import evaluate_weights
     from orchestrator.errors import ReleaseRequired
 
@@ -329,7 +329,6 @@ def test_notebooks_run_against_the_federation(federation: dict[str, Any],
 def test_over_budget_job_cannot_be_approved_and_ledger_survives_restart(
         federation: dict[str, Any]) -> None:
     from domains import Datasite
-
     p1 = federation["sites"][0]
     out = run_cli("domain", "publish", "--data-dir", str(p1.data_dir.path), "--name", "tiny",
                   "--count", "300", "--epsilon-budget", "0.5")

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 from support import deploy_site, login, owner_images, run_cli, submit_code
 
-from domains.connection import quiet
-from domains.lifecycle import read_pid
+from domains.site.connection import quiet
+from domains.site.lifecycle import read_pid
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")]

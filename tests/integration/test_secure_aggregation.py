@@ -29,7 +29,7 @@ from support import (
     write_job_toml,
 )
 
-from domains.requests import RequestBook
+from domains.review.requests import RequestBook
 
 pytestmark = pytest.mark.slow
 
@@ -105,7 +105,7 @@ def trained(federation: dict[str, Any]) -> dict[str, Any]:
 
 def test_a_verified_run_gives_every_site_the_same_final_model_and_the_release_equals_it(
         trained: dict[str, Any], federation: dict[str, Any]) -> None:
-    from domains.training.weights import flatten
+    from domains.runtime.weights import flatten
     from orchestrator.secure import SecureAggregation, SignedRound
 
     job, result, keys = trained["job"], trained["result"], federation["fed"]
@@ -183,7 +183,7 @@ class Liar:
 
     def spent(self, name: str) -> float:
         from domains import budget
-        from domains.datadir import DataDir
+        from domains.site.datadir import DataDir
 
         return budget.status(DataDir(self.fed["root"] / name), "chest").spent_epsilon
 

@@ -17,8 +17,8 @@ import pytest
 from support import approve_all
 from test_secure_aggregation import federation, final_model, new_job
 
-from domains.datadir import DataDir
-from domains.requests import RequestBook
+from domains.review.requests import RequestBook
+from domains.site.datadir import DataDir
 
 pytestmark = pytest.mark.slow
 
@@ -41,9 +41,9 @@ def adam(federation: dict[str, Any]) -> dict[str, Any]:
 def _replayed(federation: dict[str, Any], job: Any) -> np.ndarray:
     """x_R recomputed in plaintext: each round's verified sum decrypted with a hospital's key, then
     the step."""
-    from domains.training.models import build_model
-    from domains.training.server_step import ServerState, server_update
-    from domains.training.weights import flatten, get_weights
+    from domains.runtime.models import build_model
+    from domains.runtime.weights import flatten, get_weights
+    from domains.shared.server_step import ServerState, server_update
     from privacy.he import load_context
     from privacy.secagg import aggregate_round, decrypt_round
 
@@ -62,8 +62,8 @@ def _replayed(federation: dict[str, Any], job: Any) -> np.ndarray:
 
 def test_fedadam_sites_hold_one_global_state_each_round_and_release_it(
         adam: dict[str, Any], federation: dict[str, Any]) -> None:
-    from domains.training.site_global import SiteGlobal
-    from domains.training.weights import flatten
+    from domains.runtime.site_global import SiteGlobal
+    from domains.runtime.weights import flatten
     from privacy.he import fedavg_tolerance, fixed_point_scale
 
     job, result = adam["job"], adam["result"]

@@ -382,7 +382,7 @@ def test_cli_bad_job_toml_is_one_line_exit_2(
 
 
 def test_config_server_optimizers_take_flowers_defaults_unless_set(tmp_path: Path) -> None:
-    from domains.training.server_step import ServerStep
+    from domains.shared.server_step import ServerStep
 
     yogi = load_config(write(tmp_path, 'dataset = "c"\nstrategy = "fedyogi"\nserver_lr = 0.05'))
     assert yogi.server_step() == ServerStep(kind="fedyogi", lr=0.05, momentum=0.9, beta2=0.99, tau=1e-3)

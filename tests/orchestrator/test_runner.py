@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from fake_sites import INITIAL, SITES, SIZES, STEP, FakeSites, RosterSites
 
+from domains.runtime.weights import Weights, flatten, unflatten
 from domains.shared.plain_model import PlainModel
-from domains.training.spec import HESpec, JobSpec
-from domains.training.weights import Weights, flatten, unflatten
+from domains.shared.spec import HESpec, JobSpec
 from orchestrator.checkpoint import RunDir, RunState
 from orchestrator.errors import QuorumLost
 from orchestrator.runner import Federation

@@ -2,9 +2,9 @@
 
 In plaintext the orchestrator takes the step: the trajectory is the hand computation with the
 module's step, and a run interrupted by quorum loss resumes bit-identical. Under HE each fake site
-takes the step itself with the real site-side state (``domains.training.site_global``), so the
+takes the step itself with the real site-side state (``domains.runtime.site_global``), so the
 state hashes the sites report show one global state per round; the real release code
-(``domains.training.final.run_release``) then releases x_R, which the orchestrator unmasks.
+(``domains.runtime.final_model.run_release``) then releases x_R, which the orchestrator unmasks.
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ import numpy as np
 import pytest
 from fake_sites import INITIAL, SITES, SIZES, STEP, FakeSites, RosterSites
 
-from domains import he_key
-from domains.datadir import DataDir, DatasiteConfig
+from domains.runtime import final_model
+from domains.runtime.errors import TrainingError
+from domains.runtime.site_global import SiteGlobal, step_global
+from domains.runtime.weights import Weights, fedavg, flatten, unflatten
 from domains.shared.plain_model import PlainModel
-from domains.training import final
-from domains.training.errors import TrainingError
-from domains.training.server_step import ServerState, ServerStep, server_update
-from domains.training.site_global import SiteGlobal, step_global
-from domains.training.spec import HESpec, JobSpec
-from domains.training.weights import Weights, fedavg, flatten, unflatten
+from domains.shared.server_step import ServerState, ServerStep, server_update
+from domains.shared.spec import HESpec, JobSpec
+from domains.site import he_key
+from domains.site.datadir import DataDir, DatasiteConfig
 from orchestrator import release
 from orchestrator.checkpoint import RunDir, RunState
 from orchestrator.errors import ConfigError, QuorumLost
@@ -120,7 +120,7 @@ class SteppingSites(RosterSites):
         vector, state_hash = step_global(data_dir, self.spec, call, mean, initial=flatten(INITIAL)[0])
         self.hashes[(name, call)] = state_hash
         if call == self.spec.max_calls and summed is not None:
-            final.keep_final(data_dir, self.spec, summed, vector, transcript=transcript,
+            final_model.keep_final(data_dir, self.spec, summed, vector, transcript=transcript,
                              state_hash=state_hash)
         return unflatten(vector, LAYOUT), transcript
 
@@ -180,7 +180,7 @@ def _release(fed: Federation, fake: SteppingSites, monkeypatch: pytest.MonkeyPat
     for index, name in enumerate(SITES):
         monkeypatch.setenv("MEDSYFT_DATA_DIR", str(fake.root / name))
         constant = {"job": spec.to_dict(), "site_index": index, "n_sites": len(SITES), "sites": list(SITES)}
-        results.append(final.run_release(constant, payload))
+        results.append(final_model.run_release(constant, payload))
     return release.unmask_final(spec, summed, payload, results)
 
 

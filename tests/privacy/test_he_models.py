@@ -10,8 +10,8 @@ import tempfile
 import numpy as np
 import pytest
 
-from domains.training.models import build_model
-from domains.training.weights import fedavg, flatten, get_weights, unflatten
+from domains.runtime.models import build_model
+from domains.runtime.weights import fedavg, flatten, get_weights, unflatten
 from privacy.he import fedavg_tolerance, init_keys, load_context
 
 

@@ -1,0 +1,138 @@
+"""The metric counts of a classification evaluation, and how several sites' counts pool.
+
+Torch-free, so both rooms read them: a datasite computes an :class:`EvalResult` on its own images
+(:func:`domains.runtime.evaluation.evaluate_model`), adds noise to it under DP
+(:mod:`domains.runtime.noisy_metrics`), and the orchestrator pools the sites' results
+(:func:`pool`) into the federation's metrics.
+
+Besides loss, accuracy and MONAI's exact ROC-AUC, a site reports histograms of its predicted
+probabilities split by the true label. Summed across sites they give a pooled AUC over all
+images, which averaging per-site AUCs does not (and which exists even when one site has a
+single class), without any per-image value leaving a site.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from domains.shared.errors import TrainingError
+
+BINS = 200
+
+
+@dataclass
+class EvalResult:
+    """Evaluation of one model on one site's images (or on several sites, via :func:`pool`).
+
+    Attributes:
+        n: images evaluated.
+        loss: mean cross-entropy (multi-class) or BCE-with-logits (multi-label).
+        accuracy: argmax accuracy; multi-label: mean per-label accuracy at probability 0.5.
+        auc: ROC-AUC; binary: of the positive class; multi-class: macro one-vs-rest;
+            multi-label: macro over labels. ``nan`` when some class is all positive or all
+            negative here (AUC undefined); :func:`pool` still uses this site's histograms.
+        score_histograms: ``(K, 2, BINS)`` int64; ``[k, t, b]`` counts images whose
+            probability for class ``k`` falls in bin ``b`` of ``[0, 1]`` and whose one-vs-rest
+            truth for ``k`` is ``t``.
+        multi_label: whether the labels were multi-label (decides how ``pool`` averages AUC).
+    """
+
+    n: int
+    loss: float
+    accuracy: float
+    auc: float
+    score_histograms: np.ndarray
+    multi_label: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form; NaN and infinite numbers become ``None`` (strict JSON has no NaN)."""
+        return {
+            "n": int(self.n),
+            "loss": _json_float(self.loss),
+            "accuracy": _json_float(self.accuracy),
+            "auc": _json_float(self.auc),
+            "score_histograms": np.asarray(self.score_histograms, dtype=np.int64).tolist(),
+            "multi_label": bool(self.multi_label),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EvalResult:
+        """Inverse of :meth:`to_dict` (``None`` reads back as NaN)."""
+        return cls(
+            n=int(d["n"]),
+            loss=_from_json_float(d["loss"]),
+            accuracy=_from_json_float(d["accuracy"]),
+            auc=_from_json_float(d["auc"]),
+            score_histograms=np.asarray(d["score_histograms"], dtype=np.int64),
+            multi_label=bool(d.get("multi_label", False)),
+        )
+
+
+def _json_float(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _from_json_float(x: float | None) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def _binary(num_classes: int, multi_label: bool) -> bool:
+    """A two-class multi-class task reports the AUC of class 1, as clinicians read it."""
+    return num_classes == 2 and not multi_label
+
+
+def histogram_auc(score_histograms: np.ndarray, *, multi_label: bool = False) -> float:
+    """ROC-AUC from ``(K, 2, BINS)`` histograms, as :class:`EvalResult` reports ``auc``.
+
+    Each positive counts the negatives in lower bins plus half of those in its own bin (a tie),
+    which is the trapezoid rule over the binned ROC curve. NaN when a class has no positives or
+    no negatives.
+    """
+    h = np.asarray(score_histograms, dtype=np.float64)
+    neg, pos = h[:, 0, :], h[:, 1, :]
+    below = np.cumsum(neg, axis=1) - neg
+    pairs = pos.sum(axis=1) * neg.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_class = np.where(pairs > 0, (pos * (below + 0.5 * neg)).sum(axis=1) / pairs, np.nan)
+    if _binary(h.shape[0], multi_label):
+        return float(per_class[1])
+    return float(np.mean(per_class))
+
+
+def pool(results: Sequence[EvalResult]) -> EvalResult:
+    """Combine several sites' results as if evaluated on all their images at once.
+
+    Loss and accuracy are ``n``-weighted means; AUC comes from the summed histograms (within
+    about 0.01 of the exact AUC over all images for 200 bins, unless scores pile up in a few
+    bins).
+
+    Raises:
+        TrainingError: for no results, zero images, or results from different label schemas.
+    """
+    if not results:
+        raise TrainingError("pool needs at least one EvalResult; evaluate on a site first")
+    first = results[0]
+    for i, r in enumerate(results[1:], start=1):
+        if r.score_histograms.shape != first.score_histograms.shape or r.multi_label != first.multi_label:
+            raise TrainingError(
+                f"result {i} has histograms {r.score_histograms.shape} (multi_label={r.multi_label}) "
+                f"but result 0 has {first.score_histograms.shape} (multi_label={first.multi_label}); "
+                "pool only results of the same model and label schema"
+            )
+    n = sum(int(r.n) for r in results)
+    if n <= 0:
+        raise TrainingError("pool: the results cover 0 images; evaluate on non-empty sites")
+    hist = np.sum([np.asarray(r.score_histograms, dtype=np.int64) for r in results], axis=0)
+    return EvalResult(
+        n=n,
+        loss=sum(r.n * r.loss for r in results) / n,
+        accuracy=sum(r.n * r.accuracy for r in results) / n,
+        auc=histogram_auc(hist, multi_label=first.multi_label),
+        score_histograms=hist,
+        multi_label=first.multi_label,
+    )

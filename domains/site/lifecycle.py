@@ -1,0 +1,296 @@
+"""Start and stop a datasite process for a data directory (hospital IT's side).
+
+Deploy never imports PySyft in the calling process: it writes the identity files,
+launches ``python -m domains.site.server`` and waits until the datasite answers on
+``/api/v2/metadata``. That keeps ``medsyft domain deploy`` quick to fail on bad
+input (port in use, unwritable directory) before anything heavy happens.
+
+``DIR/datasite.pid`` holds the datasite's pid (line 1) and its start time as psutil reports it
+(line 2). A pid alone can name another process once the datasite is gone and the pid is reused;
+the start time cannot, so a process counts as this directory's datasite only when both agree,
+or, when they do not (a pid file from before line 2, or the wall clock stepped since), when its
+command line runs ``domains.site.server`` for this very directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from domains.data.metadata import datasite_metadata as metadata
+from domains.errors import DeployError
+from domains.site.audit import AuditLog, local_actor
+from domains.site.datadir import (
+    AUDIT_FILE,
+    CREDENTIALS_FILE,
+    LOG_FILE,
+    PID_FILE,
+    Credentials,
+    DataDir,
+    DatasiteConfig,
+    generate_password,
+)
+from domains.site.server import inherited_environment
+from privacy.durable import atomic_write
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+START_TIMEOUT_S = 120.0
+_START_SLACK_S = 1.0  # psutil derives start times from the boot time, which /proc gives in whole seconds
+
+
+@dataclass
+class DeployResult:
+    config: DatasiteConfig
+    pid: int
+    created: bool
+    credentials_file: Path
+
+
+def read_pid(data_dir: DataDir) -> int | None:
+    """The pid of this directory's datasite if that process is alive, else None."""
+    proc = _datasite_process(data_dir)
+    return proc.pid if proc is not None else None
+
+
+def _read_pid_file(data_dir: DataDir) -> tuple[int, float | None] | None:
+    """The pid file's pid and start time (None in pid files written before it was recorded)."""
+    try:
+        fields = data_dir.file(PID_FILE).read_text().split()
+        pid = int(fields[0])
+        started = float(fields[1]) if len(fields) > 1 else None
+    except (OSError, ValueError, IndexError):
+        return None
+    return (pid, started) if pid > 0 else None
+
+
+def _datasite_process(data_dir: DataDir) -> psutil.Process | None:
+    """The live process the pid file names, if it is this directory's datasite (not a reused pid)."""
+    record = _read_pid_file(data_dir)
+    if record is None:
+        return None
+    pid, started = record
+    try:
+        proc = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return None
+    try:
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None  # exited; only its parent has yet to reap it
+        if started is not None and abs(proc.create_time() - started) <= _START_SLACK_S:
+            return proc
+        return proc if _serves(proc, data_dir) else None
+    except psutil.NoSuchProcess:
+        return None
+    except psutil.AccessDenied:
+        return proc  # another account's process we may not inspect: as before psutil, taken as running
+
+
+def _serves(proc: psutil.Process, data_dir: DataDir) -> bool:
+    """Whether *proc* runs ``domains.site.server`` for *data_dir* (the command :func:`_spawn` starts)."""
+    args = proc.cmdline()
+    return "domains.site.server" in args and str(data_dir.path) in args
+
+
+def _write_pid_file(data_dir: DataDir, pid: int) -> None:
+    """Record *pid* with the start time that tells it from a later process given the same pid."""
+    try:
+        started = f"{psutil.Process(pid).create_time()!r}\n"
+    except psutil.Error:
+        started = ""  # already gone: start-up fails next, and no running process will match
+    atomic_write(data_dir.file(PID_FILE), f"{pid}\n{started}", mode=0o644)
+
+
+def free_ports(n: int) -> list[int]:
+    """*n* distinct free loopback ports, for local federations and tests.
+
+    All sockets stay open until every port is chosen: closing one first lets the kernel
+    hand the same port to the next ``bind(0)``, and two datasites then race for it.
+    """
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def check_port_free(host: str, port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise DeployError(f"--port {port} is not a TCP port; use 1-65535 (e.g. --port 8081)")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise DeployError(
+                    f"port {port} on {host} is already in use; pick a free one with --port"
+                ) from exc
+            raise DeployError(f"cannot listen on {host}:{port} ({exc.strerror}); check --host") from exc
+
+
+def initialize(data_dir: DataDir, *, name: str | None, host: str, port: int) -> tuple[DatasiteConfig, bool]:
+    """Create the identity of a new datasite, or reuse (and re-address) an existing one."""
+    if name is None and not data_dir.is_initialized:
+        raise DeployError("a new datasite needs a name; pass --name (e.g. --name st-mary)")
+    data_dir.ensure_writable()
+    if data_dir.is_initialized:
+        config = data_dir.read_config()
+        if name is not None and name != config.name:
+            raise DeployError(
+                f"{data_dir.path} holds datasite '{config.name}', not '{name}'; "
+                "omit --name or use another --data-dir"
+            )
+        config.host, config.port = host, port
+        data_dir.write_config(config)
+        return config, False
+    if name is None:  # unreachable after the first check; keeps mypy's narrowing
+        raise DeployError("a new datasite needs a name; pass --name")
+    if not NAME_RE.match(name):
+        raise DeployError(
+            f"--name {name!r} is not a valid datasite name; use letters, digits, '.', '_' "
+            "or '-' (at most 63 characters)"
+        )
+    os.chmod(data_dir.path, 0o700)
+    data_dir.write_server_key(secrets.token_hex(32))  # an ed25519 seed, as PySyft's own keys
+    data_dir.write_credentials(
+        Credentials(email=f"admin@{name.lower()}.datasite", password=generate_password())
+    )
+    config = DatasiteConfig(name=name, host=host, port=port, server_uid=uuid.uuid4().hex)
+    data_dir.write_config(config)  # written last: its presence marks a complete directory
+    return config, True
+
+
+def _spawn(data_dir: DataDir, *, detach: bool) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "domains.site.server", "--data-dir", str(data_dir.path)]
+    env = inherited_environment(dict(os.environ))  # the process reads its secrets from DIR
+    # The datasite must import this checkout's packages even when started from elsewhere.
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH", "")]
+    ).rstrip(os.pathsep)
+    old_umask = os.umask(0o077)  # the store holds private images: owner-only files
+    try:
+        if detach:
+            log = open(data_dir.file(LOG_FILE), "ab")  # noqa: SIM115 - handed to the child
+            with log:
+                return subprocess.Popen(
+                    cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    env=env, start_new_session=True,
+                )
+        return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+    finally:
+        os.umask(old_umask)
+
+
+def _log_tail(data_dir: DataDir, lines: int = 40) -> str:
+    try:
+        return "\n".join(data_dir.file(LOG_FILE).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _wait_healthy(proc: subprocess.Popen[bytes], data_dir: DataDir, url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = _log_tail(data_dir)
+            if "address already in use" in tail.lower():
+                raise DeployError(f"{url} is already in use; pick a free port with --port")
+            last = tail.strip().splitlines()[-1] if tail.strip() else f"exit code {proc.returncode}"
+            raise DeployError(
+                f"datasite exited during start-up ({last}); see {data_dir.file(LOG_FILE)}"
+            )
+        if metadata(url, timeout=1.0) is not None:
+            return
+        time.sleep(0.3)
+    proc.terminate()
+    raise DeployError(f"datasite did not answer at {url} within {timeout:.0f} s; see its log")
+
+
+def deploy(
+    data_dir: DataDir,
+    *,
+    name: str | None,
+    port: int,
+    host: str = "127.0.0.1",
+    detach: bool = True,
+    timeout: float = START_TIMEOUT_S,
+) -> tuple[DeployResult, subprocess.Popen[bytes]]:
+    """Start the datasite for *data_dir*; returns once it answers on its port."""
+    running = read_pid(data_dir) if data_dir.is_initialized else None
+    if running is not None:
+        url = data_dir.read_config().url
+        raise DeployError(
+            f"datasite in {data_dir.path} is already running (pid {running}, {url}); "
+            "stop it first with `medsyft domain stop`"
+        )
+    check_port_free(host, port)
+    config, created = initialize(data_dir, name=name, host=host, port=port)
+    proc = _spawn(data_dir, detach=detach)
+    _write_pid_file(data_dir, proc.pid)
+    try:
+        _wait_healthy(proc, data_dir, config.url, timeout)
+    except BaseException:
+        data_dir.file(PID_FILE).unlink(missing_ok=True)
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        raise
+    AuditLog(data_dir.file(AUDIT_FILE)).append(
+        "deploy", actor=local_actor(), subject=config.name,
+        url=config.url, pid=proc.pid, created=created,
+    )
+    result = DeployResult(config, proc.pid, created, data_dir.file(CREDENTIALS_FILE))
+    return result, proc
+
+
+def stop(data_dir: DataDir, *, timeout: float = 20.0) -> int | None:
+    """Stop the datasite (SIGTERM, then SIGKILL); returns its pid, or None if none ran."""
+    data_dir.require_initialized()
+    proc = _datasite_process(data_dir)
+    if proc is None:
+        data_dir.file(PID_FILE).unlink(missing_ok=True)
+        return None
+    _terminate(proc, timeout=timeout)
+    record_stop(data_dir, proc.pid)
+    return proc.pid
+
+
+def record_stop(data_dir: DataDir, pid: int) -> None:
+    """Forget the pid file and log the stop (after the process has exited)."""
+    data_dir.file(PID_FILE).unlink(missing_ok=True)
+    AuditLog(data_dir.file(AUDIT_FILE)).append(
+        "stop", actor=local_actor(), subject=data_dir.read_config().name, pid=pid
+    )
+
+
+def _terminate(proc: psutil.Process, *, timeout: float) -> None:
+    """SIGTERM, and SIGKILL after *timeout* s. psutil signals only the process it identified
+    (same pid and start time), and its wait reaps the datasite when it is our own child."""
+    try:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except psutil.TimeoutExpired:
+            proc.kill()
+            with contextlib.suppress(psutil.TimeoutExpired):
+                proc.wait(timeout=5.0)
+    except psutil.NoSuchProcess:
+        return  # it exited by itself meanwhile
+    except psutil.AccessDenied as exc:
+        raise PermissionError(errno.EPERM, f"not allowed to stop datasite pid {proc.pid}; run medsyft "
+                              "as the user that deployed it") from exc
+
