@@ -30,7 +30,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from domains.shared.codec import nbytes
-from domains.shared.counts import EvalResult, pool
+from domains.shared.counts import counts_type
 from domains.shared.plain_model import PlainModel
 from orchestrator.checkpoint import GlobalModel, RunDir, RunState
 from orchestrator.errors import QuorumLost, RoundFailed
@@ -47,7 +47,9 @@ SITE_COLUMNS = ["round", "site", "status", "error", "train_loss", "n_train", "tr
 PRIVACY_COLUMNS = ["call", "site", "noise_multiplier", "delta", "job_epsilon_spent",
                    "job_epsilon_planned", "dataset_epsilon_spent", "dataset_epsilon_budget",
                    "dataset_epsilon_remaining"]
-METRIC_COLUMNS = ["model_round", "site", "n", "loss", "accuracy", "auc", "global_state_hash"]
+def metric_columns(task: str) -> list[str]:
+    """The metrics table's columns: the task's own metrics between the site and the state hash."""
+    return ["model_round", "site", "n", *counts_type(task).metrics, "global_state_hash"]
 
 
 __all__ = ["CallOutcome", "Federation"]
@@ -92,20 +94,23 @@ class Federation:
 
     def _record_metrics(self, model_round: int, outcomes: list[CallOutcome]) -> None:
         self._record_privacy(model_round + 1, outcomes)
+        kind = counts_type(self.state.spec.task)  # the job's task decides what its counts are
         results = []
         for o in outcomes:
             if o.status != "ok":
                 continue
-            ev = EvalResult.from_dict(o.result["eval"])
-            results.append(ev)
-            self.metric_rows.append({"model_round": model_round, "site": o.site, "n": ev.n,
-                                     "loss": ev.loss, "accuracy": ev.accuracy, "auc": ev.auc,
+            counts = kind.from_dict(o.result["eval"])
+            results.append(counts)
+            self.metric_rows.append({"model_round": model_round, "site": o.site, "n": counts.n,
+                                     **counts.summary(),
                                      "global_state_hash": o.result.get("global_state_hash")})
         if results:
-            pooled = pool(results)
+            pooled = kind.pool(results)
             self.metric_rows.append({"model_round": model_round, "site": "pooled", "n": pooled.n,
-                                     "loss": pooled.loss, "accuracy": pooled.accuracy,
-                                     "auc": pooled.auc})
+                                     **pooled.summary()})
+
+    def _metrics_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.metric_rows, columns=metric_columns(self.state.spec.task))
 
     # -- rounds ---------------------------------------------------------------------------
     def _round(self, r: int, weights: GlobalModel) -> GlobalModel:
@@ -167,7 +172,7 @@ class Federation:
         self.run_dir.save_global(r, weights)
         self.run_dir.save_strategy(r, self.strategy.state())
         self.run_dir.save_frame("history", pd.DataFrame(self.site_rows, columns=SITE_COLUMNS))
-        self.run_dir.save_frame("metrics", pd.DataFrame(self.metric_rows, columns=METRIC_COLUMNS))
+        self.run_dir.save_frame("metrics", self._metrics_frame())
         self.run_dir.save_frame("timing", pd.DataFrame(self.timing_rows))
         self.run_dir.save_frame("privacy", pd.DataFrame(self.privacy_rows, columns=PRIVACY_COLUMNS))
         self.run_dir.save_state(self.state)
@@ -202,7 +207,7 @@ class Federation:
         return pd.DataFrame(self.site_rows, columns=SITE_COLUMNS)
 
     def metrics(self) -> pd.DataFrame:
-        return pd.DataFrame(self.metric_rows, columns=METRIC_COLUMNS)
+        return self._metrics_frame()
 
     def timing(self) -> pd.DataFrame:
         return pd.DataFrame(self.timing_rows)

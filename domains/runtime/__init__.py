@@ -1,7 +1,9 @@
 """What a datasite runs for an approved medsyft job: train, evaluate, count calls, aggregate under HE.
 
 :func:`domains.runtime.entry.run_job` is what the approved job code calls inside the datasite
-process: it loads the site's data (:mod:`~domains.runtime.plan`, :mod:`~domains.runtime.split`),
+process: it asks the job's learning task (:mod:`~domains.runtime.tasks`: build the model, the
+training loss, evaluate into counts, release them with noise) and loads the site's data
+(:mod:`~domains.runtime.plan`, :mod:`~domains.runtime.split`),
 checks the incoming global model, evaluates it (:mod:`~domains.runtime.evaluation`, noised by
 :mod:`~domains.runtime.noisy_metrics` under DP), trains it (:mod:`~domains.runtime.local`, with
 :mod:`~domains.runtime.proximal` for FedProx) and records the call exactly once
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from domains.runtime.models import available_models, build_model, default_model, register_model
     from domains.runtime.plan import JobPlan, job_plan, site_split
     from domains.runtime.split import train_val_split, val_count
+    from domains.runtime.tasks import Classification, Task, register_task, task_for
     from domains.runtime.templates import job_source, release_function_name, release_source
     from domains.runtime.threads import configure_threads
     from domains.runtime.weights import (
@@ -52,6 +55,7 @@ _MODULES = {
     "models": ["available_models", "build_model", "default_model", "register_model"],
     "plan": ["JobPlan", "job_plan", "site_split"],
     "split": ["train_val_split", "val_count"],
+    "tasks": ["Classification", "Task", "register_task", "task_for"],
     "templates": ["job_source", "release_function_name", "release_source"],
     "threads": ["configure_threads"],
     "weights": [

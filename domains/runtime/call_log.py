@@ -133,7 +133,7 @@ class CallLog:
                               "error": type(exc).__name__})
                 raise
             result = _save_result(stored, result)
-            self._append({"call": call, "state": "done", "task": result.get("task"),
+            self._append({"call": call, "state": "done", "step": result.get("step"),
                           "n_train": result.get("n_train"),
                           "opacus_history": result.get("opacus_history")})
         result["replayed"] = False

@@ -46,14 +46,12 @@ from domains.errors import MedsyftDomainError
 from domains.runtime import final_model
 from domains.runtime.call_log import CallLog
 from domains.runtime.errors import PrivateComputationFailed, TrainingError
-from domains.runtime.evaluation import evaluate_model
 from domains.runtime.local import train_local
-from domains.runtime.models import build_model
-from domains.runtime.noisy_metrics import add_metric_noise
 from domains.runtime.plan import JobPlan, job_plan, site_split
 from domains.runtime.secure_round import SecureRound, recover
 from domains.runtime.site_global import step_global
 from domains.runtime.split import val_count
+from domains.runtime.tasks import Task, task_for
 from domains.runtime.threads import configure_threads
 from domains.runtime.weights import flatten, get_weights, layout_of, load_plain
 from domains.shared import codec
@@ -188,13 +186,11 @@ def _public_n_train(spec: JobSpec, data: _SiteData) -> int:
     return n - val_count(n, val_fraction=spec.val_fraction)
 
 
-def _evaluate(spec: JobSpec, model: Any, data: _SiteData) -> dict[str, Any]:
-    metrics = evaluate_model(model, data.images[data.val_idx], data.labels[data.val_idx],
-                       multi_label=spec.multi_label)
+def _evaluate(spec: JobSpec, task: Task, model: Any, data: _SiteData) -> dict[str, Any]:
+    counts = task.evaluate(model, data.images[data.val_idx], data.labels[data.val_idx])
     if spec.dp is not None:
-        metrics = add_metric_noise(metrics, eval_noise_multiplier=spec.dp.eval_noise_multiplier,
-                                correct=round(metrics.accuracy * metrics.n))
-    return metrics.to_dict()
+        counts = task.add_noise(counts, eval_noise_multiplier=spec.dp.eval_noise_multiplier)
+    return counts.to_dict()
 
 
 def _compute(spec: JobSpec, call: int, data: _SiteData, payload: dict[str, Any], data_dir: DataDir
@@ -208,8 +204,8 @@ def _compute(spec: JobSpec, call: int, data: _SiteData, payload: dict[str, Any],
             _share(payload)
         if spec.he.roster:  # and one for another roster, or a bad site set
             secure = SecureRound.open(spec, call, payload, data_dir, site=site)
-    model = build_model(spec.model, in_channels=spec.in_channels, num_classes=spec.num_classes,
-                        image_size=spec.image_size, seed=spec.train.seed)
+    task = task_for(spec)
+    model = task.build_model(spec)
     state_hash = _incoming(spec, call, payload, model, data_dir, secure)
     plan = None
     if spec.dp is not None:  # charge before any private image is touched
@@ -218,7 +214,7 @@ def _compute(spec: JobSpec, call: int, data: _SiteData, payload: dict[str, Any],
         budget.charge(data_dir, spec.dataset, job_id=spec.job_id, call=call,
                       entries=plan.per_call[call])
     try:
-        result = _on_private_data(spec, call, data, payload, data_dir, model, plan, secure)
+        result = _on_private_data(spec, task, call, data, payload, data_dir, model, plan, secure)
     except Exception as exc:
         raise _private_failure(call, exc) from None
     if plan is not None:
@@ -228,23 +224,23 @@ def _compute(spec: JobSpec, call: int, data: _SiteData, payload: dict[str, Any],
     return result
 
 
-def _on_private_data(spec: JobSpec, call: int, data: _SiteData, payload: dict[str, Any],
+def _on_private_data(spec: JobSpec, task: Task, call: int, data: _SiteData, payload: dict[str, Any],
                      data_dir: DataDir, model: Any, plan: JobPlan | None,
                      secure: SecureRound | None) -> dict[str, Any]:
     """Evaluate, then train: everything here reads private images (and is charged already)."""
     t0 = time.perf_counter()
-    result: dict[str, Any] = {"task": "evaluate", "call": call, "eval": _evaluate(spec, model, data),
+    result: dict[str, Any] = {"step": "evaluate", "call": call, "eval": _evaluate(spec, task, model, data),
                               "eval_seconds": time.perf_counter() - t0,
                               "n_train": _public_n_train(spec, data), "weights": None}
     if call <= spec.rounds:
         config = replace(spec.train, seed=spec.train.seed + call)  # a new shuffle each round
         dp = spec.dp_training(plan.noise_multiplier) if plan and plan.noise_multiplier else None
         local = train_local(model, data.images[data.train_idx], data.labels[data.train_idx],
-                            config=config, multi_label=spec.multi_label, dp=dp)
+                            config=config, dp=dp, task=task)
         if plan is not None and compact(local.privacy_history) != compact(plan.per_call[call][1:]):
             raise TrainingError(  # a bug, never expected: the charge must be what Opacus counted
                 f"Opacus recorded {local.privacy_history} but the ledger charged {plan.per_call[call]}")
-        result.update(task="train", train_loss=None if dp else local.mean_loss,
+        result.update(step="train", train_loss=None if dp else local.mean_loss,
                       train_seconds=local.seconds, steps=local.steps,
                       opacus_history=local.privacy_history,
                       **_outgoing(spec, payload, model, data_dir, secure))

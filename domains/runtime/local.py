@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from torch import nn
 
 from domains.runtime.errors import TrainingError
 from domains.runtime.proximal import ProximalTerm, dp_step
+
+if TYPE_CHECKING:
+    from domains.runtime.tasks.base import Task
 from domains.shared.spec import DPTraining, TrainConfig
 
 
@@ -112,10 +115,13 @@ def train_local(
     config: TrainConfig,
     multi_label: bool = False,
     dp: DPTraining | None = None,
+    task: Task | None = None,
 ) -> LocalResult:
     """Train ``model`` in place on one site's images and report aggregates.
 
-    Cross-entropy for multi-class labels ``(N,)``, BCE-with-logits for multi-label ``(N, K)``.
+    The loss, the label checks and the targets are the *task*'s (:mod:`domains.runtime.tasks`);
+    without one, classification with *multi_label*: cross-entropy for multi-class labels
+    ``(N,)``, BCE-with-logits for multi-label ``(N, K)``.
     The model's train/eval mode is restored afterwards, also when training fails.
 
     With *dp*, training is Opacus DP-SGD: batches are Poisson samples at rate
@@ -133,22 +139,25 @@ def train_local(
             model's outputs, or a loss that becomes NaN or infinite (lower ``lr``).
     """
     config.validate()
-    check_arrays(images, labels, multi_label=multi_label)
+    if task is None:
+        from domains.runtime.tasks.classification import Classification  # the task imports this module
+        task = Classification(multi_label=multi_label)
+    task.check_data(images, labels)
     pixels = torch.from_numpy(images if images.flags.writeable else images.copy())
-    targets = label_tensor(labels, multi_label=multi_label)
+    targets = task.targets(labels)
     was_training, start = model.training, time.perf_counter()
     model.train()
     try:
         with torch.random.fork_rng(devices=[]):
             if dp is None:
                 torch.manual_seed(config.seed)  # dropout and other random layers, if any
-                mean_loss, steps = _run_epochs(model, pixels, targets, labels, config, multi_label)
+                mean_loss, steps = _run_epochs(model, pixels, targets, labels, config, task)
                 history: list[tuple[float, float, int]] = []
             else:
                 dp.validate()
                 torch.manual_seed(secrets.randbits(63))
                 mean_loss, steps, history = _run_dp_epochs(model, pixels, targets, labels, config,
-                                                           multi_label, dp)
+                                                           task, dp)
     finally:
         model.train(was_training)
     return LocalResult(
@@ -163,10 +172,10 @@ def _run_epochs(
     targets: torch.Tensor,
     labels: np.ndarray,
     config: TrainConfig,
-    multi_label: bool,
+    task: Task,
 ) -> tuple[float, int]:
     """The training loop; returns the last epoch's mean loss and the number of steps."""
-    loss_fn = nn.BCEWithLogitsLoss() if multi_label else nn.CrossEntropyLoss()
+    loss_fn = task.loss()
     optimizer = _optimizer(model, config)
     proximal = ProximalTerm.of(model, mu=config.proximal_mu)
     shuffle = torch.Generator().manual_seed(config.seed)
@@ -176,7 +185,7 @@ def _run_epochs(
         for idx in torch.randperm(n, generator=shuffle).split(config.batch_size):
             logits = model(pixels[idx].float().div_(255.0))
             if steps == 0:
-                check_logits(logits, labels, multi_label=multi_label)
+                task.check_outputs(logits, labels)
             loss = loss_fn(logits, targets[idx])
             optimizer.zero_grad(set_to_none=True)
             (loss if proximal is None else loss + proximal.penalty()).backward()
@@ -206,7 +215,7 @@ def _run_dp_epochs(
     targets: torch.Tensor,
     labels: np.ndarray,
     config: TrainConfig,
-    multi_label: bool,
+    task: Task,
     dp: DPTraining,
 ) -> tuple[float, int, list[tuple[float, float, int]]]:
     """Opacus DP-SGD over ``config.epochs``; returns mean loss, steps and Opacus's history."""
@@ -215,7 +224,7 @@ def _run_dp_epochs(
     from opacus import PrivacyEngine
     from torch.utils.data import DataLoader, TensorDataset
 
-    loss_fn = nn.BCEWithLogitsLoss() if multi_label else nn.CrossEntropyLoss()
+    loss_fn = task.loss()
     loader = DataLoader(TensorDataset(pixels, targets), batch_size=config.batch_size)
     proximal = ProximalTerm.of(model, mu=config.proximal_mu)  # anchored before any step
     with warnings.catch_warnings():
@@ -233,7 +242,7 @@ def _run_dp_epochs(
             # uint8 inputs need no gradient, so torch notes the first layer's hook fires on outputs
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
             steps, seen = _dp_loop(private, optimizer, private_loader, loss_fn, labels, config,
-                                   multi_label, epoch_loss, proximal)
+                                   task, epoch_loss, proximal)
     finally:
         private.remove_hooks() if hasattr(private, "remove_hooks") else None
     history = [(float(s), float(q), int(k)) for s, q, k in engine.accountant.history]
@@ -241,7 +250,7 @@ def _run_dp_epochs(
 
 
 def _dp_loop(private: nn.Module, optimizer: Any, loader: Any, loss_fn: nn.Module, labels: np.ndarray,
-             config: TrainConfig, multi_label: bool, epoch_loss: torch.Tensor,
+             config: TrainConfig, task: Task, epoch_loss: torch.Tensor,
              proximal: ProximalTerm | None) -> tuple[int, int]:
     """The DP-SGD loop; fills *epoch_loss* with the last epoch's summed loss.
 
@@ -260,7 +269,7 @@ def _dp_loop(private: nn.Module, optimizer: Any, loader: Any, loss_fn: nn.Module
                 steps += 1
                 continue
             if seen == 0:
-                check_logits(logits, labels, multi_label=multi_label)
+                task.check_outputs(logits, labels)
             loss = loss_fn(logits, batch_targets)
             loss.backward()
             dp_step(optimizer, proximal)

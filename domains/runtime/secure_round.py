@@ -130,7 +130,7 @@ def recover(spec: JobSpec, payload: dict[str, Any], data_dir: DataDir, *, site: 
         recovery = recover_masks(kit, own, survivors=survivors, seen_parts=state.shown(call),
                                  issued=state.issued(), min_sites=spec.min_contributions)
         state.record_issued(recovery)
-    return {"task": "recover", "call": call, "recovery": recovery.to_dict()}
+    return {"step": "recover", "call": call, "recovery": recovery.to_dict()}
 
 
 def _keys(spec: JobSpec, data_dir: DataDir, site: str) -> tuple[SiteKit, HEContext]:

@@ -6,8 +6,9 @@ orchestrator's room ever being imported by a datasite.
 
 - the job as approved: :class:`JobSpec`, :class:`HESpec`, :class:`TrainConfig`, :class:`DPTraining`
   (:mod:`domains.shared.spec`)
-- the metric counts a site releases and how they pool: :class:`EvalResult`, :func:`pool`,
-  :func:`histogram_auc` (:mod:`domains.shared.counts`)
+- the metric counts a site releases and how they pool: the :class:`Counts` protocol, each task's
+  counts type (:data:`COUNTS`, :func:`counts_type`), classification's :class:`EvalResult`,
+  :func:`pool`, :func:`histogram_auc` (:mod:`domains.shared.counts`)
 - the server optimizers' step, taken by the orchestrator (plaintext) or by every site (under HE):
   :class:`ServerStep`, :class:`ServerState`, :func:`server_update` (:mod:`domains.shared.server_step`)
 - :class:`PlainModel` - a plaintext model: one float32 vector and the layout that names its pieces
@@ -29,7 +30,7 @@ from domains.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from domains.shared.codec import Stored, decode, encode, from_npz, from_wire, read_npz, to_npz, to_wire
-    from domains.shared.counts import BINS, EvalResult, histogram_auc, pool
+    from domains.shared.counts import BINS, COUNTS, Counts, EvalResult, counts_type, histogram_auc, pool
     from domains.shared.errors import CodecError, TrainConfigError, TrainingError
     from domains.shared.plain_model import Layout, PlainModel
     from domains.shared.server_step import ServerState, ServerStep, server_update
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
 _MODULES = {
     "codec": ["Stored", "decode", "encode", "from_npz", "from_wire", "read_npz", "to_npz", "to_wire"],
-    "counts": ["BINS", "EvalResult", "histogram_auc", "pool"],
+    "counts": ["BINS", "COUNTS", "Counts", "EvalResult", "counts_type", "histogram_auc", "pool"],
     "errors": ["CodecError", "TrainConfigError", "TrainingError"],
     "plain_model": ["Layout", "PlainModel"],
     "server_step": ["ServerState", "ServerStep", "server_update"],

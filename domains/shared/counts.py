@@ -16,13 +16,36 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Protocol, Self
 
 import numpy as np
 
 from domains.shared.errors import TrainingError
 
 BINS = 200
+
+
+class Counts(Protocol):
+    """What every task's metric counts are: JSON-able, sized, summarised, and pooled across sites.
+
+    A task's counts must be sums over images (or derived only from such sums), so that pooling
+    several sites' counts equals evaluating on all their images at once, and so that noise of a
+    known sensitivity protects one image (:meth:`domains.runtime.tasks.Task.add_noise`).
+    """
+
+    n: int
+    metrics: ClassVar[tuple[str, ...]]
+    """The names :meth:`summary` returns: the columns of the federation's metrics table."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Self: ...
+
+    def summary(self) -> dict[str, float]: ...
+
+    @classmethod
+    def pool(cls, results: Sequence[Self]) -> Self: ...
 
 
 @dataclass
@@ -48,6 +71,16 @@ class EvalResult:
     auc: float
     score_histograms: np.ndarray
     multi_label: bool = False
+    metrics: ClassVar[tuple[str, ...]] = ("loss", "accuracy", "auc")
+
+    def summary(self) -> dict[str, float]:
+        """The metrics a table shows: loss, accuracy, ROC-AUC."""
+        return {"loss": self.loss, "accuracy": self.accuracy, "auc": self.auc}
+
+    @classmethod
+    def pool(cls, results: Sequence[EvalResult]) -> EvalResult:
+        """:func:`pool`, as the :class:`Counts` protocol names it."""
+        return pool(results)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form; NaN and infinite numbers become ``None`` (strict JSON has no NaN)."""
@@ -136,3 +169,15 @@ def pool(results: Sequence[EvalResult]) -> EvalResult:
         score_histograms=hist,
         multi_label=first.multi_label,
     )
+
+
+COUNTS: dict[str, type[Counts]] = {"classification": EvalResult}
+"""Each task's counts type, by ``JobSpec.task``: how the orchestrator reads and pools its metrics."""
+
+
+def counts_type(task: str) -> type[Counts]:
+    """The counts type of *task*, for reading and pooling what its sites report."""
+    try:
+        return COUNTS[task]
+    except KeyError:
+        raise TrainingError(f"unknown task {task!r}; choose one of {sorted(COUNTS)}") from None

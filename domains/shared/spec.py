@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from domains.shared.counts import COUNTS
 from domains.shared.errors import TrainConfigError, TrainingError
 from domains.shared.server_step import ServerStep
 from privacy.accounting import DPConfig
@@ -190,8 +191,11 @@ class JobSpec:
     sites: tuple[str, ...] = ()
     min_contributions: int = 0  # 0: the default, 2 under HE and 1 without
     server: ServerStep | None = None  # the sites' server optimizer (HE only)
+    task: str = "classification"  # the learning task (domains.runtime.tasks); older specs: classification
 
     def __post_init__(self) -> None:
+        if self.task not in COUNTS:
+            raise TrainingError(f"unknown task {self.task!r}; choose one of {sorted(COUNTS)}")
         if self.rounds < 1:
             raise TrainingError(f"rounds must be >= 1 (got {self.rounds})")
         if not 0.0 < self.val_fraction < 1.0:
