@@ -46,26 +46,25 @@ Example::
     partition = "dirichlet:0.5"
     seed = 0
 
-Each table is checked by a strict pydantic model (``_JobTable``, ``_SiteTable``, ...): unknown keys,
+Each table is checked by a strict pydantic model (:mod:`orchestrator.config_tables`): unknown keys,
 values of the wrong TOML type (``rounds = "3"``, ``rounds = 3.5``, ``dp = 1``) and broken rules are
 refused with one line naming the table and the key; an integer is accepted where a number is
-expected. The validated tables become the frozen dataclasses the rest of medsyft reads.
+expected; :mod:`orchestrator.config_messages` turns pydantic's errors into that line. The validated
+tables become the frozen dataclasses below, which the rest of medsyft reads.
 """
 
 from __future__ import annotations
 
-import difflib
-import json
 import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Self
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_core import ErrorDetails
+from typing import Any
 
 from orchestrator.errors import ConfigError
+
+SERVER_STRATEGIES = ("fedavgm", "fedadam", "fedyogi")  # a server optimizer after FedAvg's mean
+ROBUST_STRATEGIES = ("fedmedian", "trimmed-mean")  # order statistics: they need plaintext updates
 
 
 @dataclass(frozen=True)
@@ -184,248 +183,6 @@ class JobConfig:
                              beta2=self.server_beta2, tau=self.server_tau)
 
 
-SERVER_STRATEGIES = ("fedavgm", "fedadam", "fedyogi")  # a server optimizer after FedAvg's mean
-_ADAPTIVE = ("fedadam", "fedyogi")
-_SERVER_KEYS = {  # key -> (the strategies that use it, what it is)
-    "server_lr": (SERVER_STRATEGIES, "a server optimizer's learning rate η"),
-    "server_momentum": (SERVER_STRATEGIES, "a server optimizer's momentum β (FedAvgM) or β1"),
-    "server_beta2": (_ADAPTIVE, "FedAdam's and FedYogi's second-moment decay β2"),
-    "server_tau": (_ADAPTIVE, "FedAdam's and FedYogi's adaptivity τ"),
-}
-
-
-# The schema of job.toml. Defaults are the dataclasses' own, so each lives in one place.
-
-
-class _Table(BaseModel):
-    """A TOML table: no unknown keys, no coercion (``"3"`` is not 3, 3.5 is not 3, true is not 1)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class _Broken(ValueError):
-    """A rule across tables, raised at the file's root but named after the table it concerns."""
-
-    def __init__(self, table: str | None, message: str) -> None:
-        super().__init__(message)
-        self.table = table
-
-
-class _SiteTable(_Table):
-    name: str = Field(examples=["hospital-a"])
-    url: str = Field(examples=["http://127.0.0.1:8081"])
-    email: str = Field(examples=["you@uni.example"])
-    password_file: str | None = None
-    password_env: str | None = None
-
-
-class _BaselineTable(_Table):
-    source: str = BaselineConfig.source
-    count: int = BaselineConfig.count
-    partition: str = BaselineConfig.partition
-    seed: int = BaselineConfig.seed
-    split: str = BaselineConfig.split
-    image_size: int | None = None
-
-
-class _PrivacyTable(_Table):
-    dp: bool = PrivacyConfig.dp
-    noise_multiplier: float | None = None
-    target_epsilon: float | None = None
-    max_grad_norm: float = PrivacyConfig.max_grad_norm
-    eval_noise_multiplier: float = PrivacyConfig.eval_noise_multiplier
-    he: bool = PrivacyConfig.he
-    he_public_key: str | None = None
-    roster: str | None = None
-    weight_bound: float = Field(PrivacyConfig.weight_bound, gt=0)
-
-    @field_validator("roster")
-    @classmethod
-    def _roster_is_a_path(cls, roster: str | None) -> str | None:
-        if roster is not None and not roster.strip():
-            raise ValueError("roster must be the path of roster.json from `medsyft keys init --site ...` "
-                             "(got an empty string); remove the line to run unverified")
-        return roster
-
-    @model_validator(mode="after")
-    def _protections_are_complete(self) -> Self:
-        """DP's rules are privacy's own (DPConfig); they bind only while DP is on, as at the sites."""
-        from privacy.errors import DPConfigError
-
-        if self.dp:
-            try:
-                PrivacyConfig(**self.model_dump()).dp_config().validate()
-            except DPConfigError as exc:
-                raise ValueError(str(exc)) from exc
-        if self.he and not self.he_public_key:
-            raise ValueError("he is on by default: set he_public_key = \"PATH\" (the "
-                             "orchestrator-public.medsyftkey of `medsyft keys init`) or he = false")
-        return self
-
-
-class _JobTable(_Table):
-    dataset: str = Field(examples=["chest-xray"])
-    model: str = JobConfig.model
-    rounds: int = Field(JobConfig.rounds, ge=1)
-    local_epochs: int = Field(JobConfig.local_epochs, ge=1)
-    batch_size: int = Field(JobConfig.batch_size, ge=1)
-    optimizer: str = JobConfig.optimizer
-    lr: float = Field(JobConfig.lr, gt=0)
-    fraction: float = Field(JobConfig.fraction, gt=0, le=1)
-    min_sites: int = JobConfig.min_sites  # 1..len(sites): checked by _JobFile
-    round_timeout: float = Field(JobConfig.round_timeout, gt=0)
-    approval_timeout: float = Field(JobConfig.approval_timeout, gt=0)
-    val_fraction: float = Field(JobConfig.val_fraction, gt=0, lt=1)
-    seed: int = JobConfig.seed
-    run_dir: str = JobConfig.run_dir
-    strategy: Literal["fedavg", "fedprox", "fedmedian", "trimmed-mean", "fedavgm", "fedadam",
-                      "fedyogi"] = "fedavg"
-    proximal_mu: float = Field(JobConfig.proximal_mu, ge=0)
-    trim_fraction: float = Field(JobConfig.trim_fraction, ge=0, lt=0.5)
-    server_lr: float | None = Field(None, gt=0)
-    server_momentum: float | None = Field(None, ge=0, lt=1)
-    server_beta2: float | None = Field(None, ge=0, lt=1)
-    server_tau: float | None = Field(None, gt=0)
-
-    @model_validator(mode="after")
-    def _strategy_has_its_parameters(self) -> Self:
-        if self.strategy == "fedprox" and self.proximal_mu == 0:
-            raise ValueError('strategy = "fedprox" needs proximal_mu = 0.01 (the proximal term μ > 0; '
-                             "Li et al. 2020 try 0.001 to 1)")
-        if self.strategy != "fedprox" and self.proximal_mu != 0:
-            raise ValueError(f'proximal_mu is FedProx\'s term: set strategy = "fedprox" or remove it '
-                             f"(strategy is {self.strategy!r})")
-        for key, (users, what) in _SERVER_KEYS.items():
-            if getattr(self, key) is not None and self.strategy not in users:
-                wanted = " or ".join(f'"{u}"' for u in users)
-                raise ValueError(f"{key} is {what}: set strategy = {wanted}, or remove it "
-                                 f"(strategy is {self.strategy!r})")
-        return self
-
-
-ROBUST_STRATEGIES = ("fedmedian", "trimmed-mean")  # order statistics: they need plaintext updates
-
-
-def _empty_table() -> Any:
-    return {}
-
-
-class _JobFile(_Table):
-    """The whole file; a missing table is validated as an empty one, so its own rules still apply."""
-
-    job: _JobTable = Field(default_factory=_empty_table, validate_default=True)
-    sites: list[_SiteTable] = Field(default_factory=list)
-    privacy: _PrivacyTable = Field(default_factory=_empty_table, validate_default=True)
-    baseline: _BaselineTable = Field(default_factory=_empty_table, validate_default=True)
-
-    @model_validator(mode="after")
-    def _sites_fit_the_job(self) -> Self:
-        if not self.sites:
-            raise _Broken(None, "at least one [[sites]] entry is needed")
-        n, names = len(self.sites), [s.name for s in self.sites]
-        if not 1 <= self.job.min_sites <= n:
-            raise _Broken("job", f"min_sites must be between 1 and the number of sites ({n}), "
-                          f"got {self.job.min_sites}")
-        if len(set(names)) != len(names):
-            raise _Broken("sites", f"site names must be unique (got {names})")
-        if self.privacy.he and self.job.strategy in ROBUST_STRATEGIES:
-            raise _Broken("job", f"strategy = {self.job.strategy!r} cannot run under encrypted aggregation: "
-                          "additive HE can only add the sites' updates, and a median or a trimmed mean is "
-                          'not a sum; use "fedavg" or "fedprox", or set [privacy] he = false')
-        if self.privacy.he and self.job.strategy in SERVER_STRATEGIES and self.job.fraction < 1:
-            raise _Broken("job", f"strategy = {self.job.strategy!r} under encrypted aggregation needs "
-                          f"fraction = 1.0 (got {self.job.fraction}): every site takes the server step "
-                          "itself, and one that misses a round's aggregate cannot update its optimizer state")
-        return self
-
-    def to_config(self, base_dir: Path) -> JobConfig:
-        return JobConfig(**self.job.model_dump(), base_dir=base_dir,
-                         sites=[SiteConfig(**s.model_dump()) for s in self.sites],
-                         privacy=PrivacyConfig(**self.privacy.model_dump()),
-                         baseline=BaselineConfig(**self.baseline.model_dump()))
-
-
-# From pydantic's errors to one line that names the table and the key as the user wrote them.
-
-_MODELS: dict[str, type[BaseModel]] = {
-    "job": _JobTable, "sites": _SiteTable, "privacy": _PrivacyTable, "baseline": _BaselineTable}
-_LABELS = {"job": "[job]", "sites": "[[sites]]", "privacy": "[privacy]", "baseline": "[baseline]"}
-_WANTED = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
-           "string_type": "a string"}
-_SIGNS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
-
-
-def _where(file: Path, loc: tuple[Any, ...]) -> str:
-    """``job.toml [job]`` or ``job.toml [[sites]] #2`` for the table an error location is in."""
-    if not loc:
-        return str(file)
-    if loc[0] == "sites" and len(loc) > 1 and isinstance(loc[1], int):
-        return f"{file} [[sites]] #{loc[1] + 1}"
-    return f"{file} {_LABELS[loc[0]]}"
-
-
-def _model(table: tuple[Any, ...]) -> type[BaseModel]:
-    return _MODELS[table[0]] if table else _JobFile
-
-
-def _range(table: tuple[Any, ...], key: str) -> str:
-    """``>= 1``, ``> 0`` or ``in (0, 1]``, from the bounds the field declares."""
-    meta = _model(table).model_fields[key].metadata
-    bound = {k: getattr(m, k) for m in meta for k in _SIGNS if hasattr(m, k)}
-    low = [k for k in bound if k in ("gt", "ge")]
-    high = [k for k in bound if k in ("lt", "le")]
-    if low and high:  # an interval: "in (0, 1]" reads better than "> 0 and <= 1"
-        opening, closing = "(" if low[0] == "gt" else "[", ")" if high[0] == "lt" else "]"
-        return f"in {opening}{bound[low[0]]}, {bound[high[0]]}{closing}"
-    return " and ".join(f"{_SIGNS[k]} {v}" for k, v in bound.items())
-
-
-def _unknown(file: Path, table: tuple[Any, ...], errors: list[ErrorDetails]) -> str:
-    """Typos are errors: a misspelt ``noise_multipler`` would otherwise train with the default σ."""
-    unknown = sorted(str(e["loc"][-1]) for e in errors if e["loc"][:-1] == table)
-    known = sorted(_model(table).model_fields)
-    close = difflib.get_close_matches(unknown[0], known, n=1)
-    if not table:
-        hint = f"did you mean {_LABELS[close[0]]}?" if close else f"known: {', '.join(_LABELS.values())}"
-        return f"{file}: unknown table or key(s) {unknown}; {hint}"
-    hint = f"did you mean {close[0]!r}?" if close else f"known: {known}"
-    return f"{_where(file, table)}: unknown key(s) {unknown}; {hint}"
-
-
-def _describe(file: Path, error: ErrorDetails) -> str:
-    kind, loc, value = error["type"], tuple(error["loc"]), error["input"]
-    if kind == "value_error":
-        broken = error.get("ctx", {}).get("error")
-        table = (broken.table,) if isinstance(broken, _Broken) and broken.table else loc
-        return f"{_where(file, table)}: {broken}"
-    if kind == "model_type":
-        got = f"{loc[0]} = {value!r}" if len(loc) == 1 else repr(value)
-        return f"{_where(file, loc)} must be a table (got {got})"
-    if kind == "list_type":
-        return f"{file}: sites must be [[sites]] tables, one per datasite (got {type(value).__name__})"
-    table, key = loc[:-1], str(loc[-1])
-    if kind == "missing":
-        example = json.dumps((_model(table).model_fields[key].examples or ["..."])[0])
-        return f"{_where(file, table)} needs {key} = {example}"
-    if kind in _WANTED:
-        return f"{_where(file, table)}: {key} must be {_WANTED[kind]} (got {value!r})"
-    if kind == "literal_error":
-        expected = error.get("ctx", {}).get("expected")
-        return f"{_where(file, table)}: {key} must be one of {expected} (got {value!r})"
-    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        return f"{_where(file, table)}: {key} must be {_range(table, key)} (got {value!r})"
-    return f"{_where(file, table)}: {key}: {error['msg']} (got {value!r})"
-
-
-def _one_line(file: Path, exc: ValidationError) -> str:
-    """The first problem; an unknown key first of all, since a typo explains the errors after it."""
-    errors = exc.errors()
-    extra = [e for e in errors if e["type"] == "extra_forbidden"]
-    if extra:
-        return _unknown(file, tuple(extra[0]["loc"][:-1]), extra)
-    return _describe(file, errors[0])
-
-
 def load_config(path: str | os.PathLike[str]) -> JobConfig:
     """Read and validate a job file; every problem is one ConfigError naming the key.
 
@@ -433,6 +190,11 @@ def load_config(path: str | os.PathLike[str]) -> JobConfig:
     value must have its key's type: ``rounds = "abc"`` or ``dp = "no"`` is an error naming
     ``rounds`` or ``dp``, never a coerced value or a TypeError.
     """
+    from pydantic import ValidationError  # pydantic loads only when a file is read
+
+    from orchestrator.config_messages import one_line
+    from orchestrator.config_tables import JobFile
+
     file = Path(path)
     try:
         raw = tomllib.loads(file.read_text())
@@ -441,7 +203,7 @@ def load_config(path: str | os.PathLike[str]) -> JobConfig:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{file} is not valid TOML ({exc})") from exc
     try:
-        tables = _JobFile.model_validate(raw)
+        tables = JobFile.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_one_line(file, exc)) from exc
+        raise ConfigError(one_line(file, exc)) from exc
     return tables.to_config(file.parent.resolve())

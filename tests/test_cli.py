@@ -113,6 +113,6 @@ def test_demo_offers_exactly_the_strategies_job_toml_accepts() -> None:
     import typing
 
     from medsyft.demo import DEMO_STRATEGIES
-    from orchestrator.config import _JobTable
+    from orchestrator.config_tables import _JobTable
 
     assert tuple(DEMO_STRATEGIES) == typing.get_args(_JobTable.model_fields["strategy"].annotation)

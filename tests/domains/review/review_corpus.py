@@ -650,7 +650,7 @@ MALICIOUS: list[Sample] = [
         return 0
     """)),
     # -- code disguised as medsyft's job ----------------------------------------------------------
-    Sample("lookalike_reads_store_then_run_task", ("medsyft-lookalike",), lookalike("""
+    Sample("lookalike_reads_store_then_run_job", ("medsyft-lookalike",), lookalike("""
         from domains.runtime.entry import run_job
         import numpy as np
         np.load("/srv/st-mary/datasets/trainset.npz")

@@ -70,7 +70,7 @@ def _result(n: int = 200, accuracy: float = 0.8) -> EvalResult:
     return EvalResult(n=n, loss=0.3, accuracy=accuracy, auc=1.0, score_histograms=hist)
 
 
-def test_noisy_release_noise_matches_the_charged_mechanism() -> None:
+def test_metric_noise_noise_matches_the_charged_mechanism() -> None:
     rng = np.random.default_rng(0)
     exact = _result()
     draws = [add_metric_noise(exact, eval_noise_multiplier=5.0, correct=160, rng=rng) for _ in range(2000)]
@@ -82,7 +82,7 @@ def test_noisy_release_noise_matches_the_charged_mechanism() -> None:
     assert np.mean([d.auc for d in draws]) == pytest.approx(1.0, abs=0.05)
 
 
-def test_noisy_release_hides_the_exact_values() -> None:
+def test_metric_noise_hides_the_exact_values() -> None:
     exact = _result()
     released = add_metric_noise(exact, eval_noise_multiplier=5.0, correct=160)
     assert released.score_histograms.shape == (2, 2, 4)  # coarse bins only
@@ -91,7 +91,7 @@ def test_noisy_release_hides_the_exact_values() -> None:
     assert pooled.score_histograms.shape == (2, 2, 4)
 
 
-def test_noisy_release_multiclass_and_multilabel(phantoms: tuple[ImageSet, ImageSet]) -> None:
+def test_metric_noise_multiclass_and_multilabel(phantoms: tuple[ImageSet, ImageSet]) -> None:
     images = phantoms[1].images[:60]
     model = build_model("small-cnn", in_channels=1, num_classes=3, image_size=28, seed=0)
     multi = evaluate_model(model, images, np.arange(60) % 3)
