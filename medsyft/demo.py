@@ -125,7 +125,8 @@ def _write_job(workdir: Path, sites: list[Any], args: argparse.Namespace) -> Pat
     )
     job = (
         f'[job]\ndataset = "chest-xray"\nmodel = "auto"\nrounds = {args.rounds}\n'
-        f"local_epochs = {args.local_epochs}\nbatch_size = 64\noptimizer = \"adam\"\nlr = {args.lr}\n"
+        f"local_epochs = {args.local_epochs}\nbatch_size = {args.batch_size}\noptimizer = \"adam\"\n"
+        f"lr = {args.lr}\nval_fraction = {args.val_fraction}\n"
         f"fraction = 1.0\nmin_sites = 2\nround_timeout = 120\napproval_timeout = 60\n"
         f'strategy = "{args.strategy}"\n'
         + (f"proximal_mu = {args.proximal_mu}\n" if args.strategy == "fedprox" else "")
@@ -173,6 +174,29 @@ def _report_run(fed: Any) -> None:
         print(eps.round(3).assign(delta=eps["delta"].map("{:.0e}".format)).to_string())
 
 
+def _report_final(config: Any, fed: Any, args: argparse.Namespace) -> None:
+    """Where the final model is, its test score (the headline), and the centralized comparison."""
+    from orchestrator import comparison, holdout, train_centralized
+    from orchestrator.baseline import evaluate_weights
+
+    where = (fed.run_dir / "release" / "model.npz" if fed.spec.he is not None
+             else fed.run_dir / f"global-{fed.spec.rounds}.npz")
+    print(f"\nfinal model: {where} ({'released by every owner' if fed.spec.he else 'plaintext'}; "
+          "load it with orchestrator.FederatedJob(load_config(...)).result().final_model())")
+    federated = fed.summary()
+    test, why = holdout.score_job(config, fed.spec, fed.weights)
+    exact = evaluate_weights(config, fed.spec, fed.weights)  # the final model, scored exactly
+    federated.update(accuracy=exact.accuracy, auc=exact.auc)
+    print(f"headline: {test.line()}" if test else f"no test score: {why}")
+    if args.no_baseline:
+        return
+    central = train_centralized(config, fed.spec)
+    print(f"\nfederated ({config.strategy}) vs centralized: "
+          "same model, hyperparameters and DP settings; test split first (neither trained or tuned on "
+          "it), then the sites' validation images, all scored exactly here, in the simulation:")
+    print(comparison(federated, central, federated_test=test, strategy=config.strategy).round(3).to_string())
+
+
 def _release(job: Any, sites: list[Any], fed: Any) -> Any:
     """Every owner reviews the release of the encrypted final model; the scientist unmasks it."""
     if fed.spec.he is None:
@@ -214,8 +238,7 @@ def run(args: argparse.Namespace) -> int:
     from domains import Datasite
     from domains.data.publish import PublishRequest
     from domains.site.lifecycle import free_ports
-    from orchestrator import FederatedJob, comparison, load_config, train_centralized
-    from orchestrator.baseline import evaluate_weights
+    from orchestrator import FederatedJob, load_config
 
     started = time.perf_counter()
     kits = _key_ceremony(workdir, args)
@@ -256,14 +279,7 @@ def run(args: argparse.Namespace) -> int:
         fed = job.run(progress=True)
         _report_run(fed)
         fed = _release(job, sites, fed)
-        central = train_centralized(config, fed.spec)
-        federated = fed.summary()
-        if fed.weights is not None:  # the released model, scored exactly on the same images
-            exact = evaluate_weights(config, fed.spec, fed.weights)
-            federated.update(accuracy=exact.accuracy, auc=exact.auc)
-        print("\nfederated vs centralized (same model, hyperparameters, DP settings and validation "
-              "images; both scored exactly here, in the simulation):")
-        print(comparison(federated, central).round(3).to_string())
+        _report_final(config, fed, args)
         print(f"\nplot: {fed.plot()}")
     finally:
         if args.keep_running:
@@ -293,6 +309,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "phantoms: 28)")
     p.add_argument("--local-epochs", type=int, default=2)
     p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="expected images per step; under DP the Poisson batch's mean (default 64)")
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="share of each site's images held out for validation (default 0.2)")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip the centralized model trained on the union for comparison")
     p.add_argument("--target-epsilon", type=float, default=8.0,
                    help="ε each hospital may spend on the whole job; each derives its DP-SGD noise "
                         "from it and its data size (default 8, of a budget of 10)")

@@ -29,6 +29,7 @@ from domains import (
     configure_threads,
     evaluate_model,
     generate_chest_phantoms,
+    get_weights,
     load_source,
     parse_partition,
     set_weights,
@@ -38,16 +39,23 @@ from domains import (
 )
 from domains.shared.counts import EvalResult
 from domains.shared.spec import JobSpec
+from orchestrator import holdout
 from orchestrator.config import JobConfig
+from orchestrator.holdout import TestScore
 from privacy.accounting import noise_multiplier_for
 
 
 @dataclass
 class BaselineResult:
+    """The central model's exact metrics on the union of the sites' validation images and, where
+    the source has one, on the test split (:mod:`orchestrator.holdout`)."""
+
     metrics: EvalResult
     wall_seconds: float
     n_train: int
     n_val: int
+    test: TestScore | None = None
+    no_test: str = ""  # why there is no test score
 
 
 def load_union(config: JobConfig, spec: JobSpec) -> tuple[ImageSet, np.ndarray, np.ndarray]:
@@ -88,7 +96,8 @@ def train_centralized(config: JobConfig, spec: JobSpec) -> BaselineResult:
     wall = time.perf_counter() - started
     metrics = evaluate_model(model, data.images[val_idx], data.labels[val_idx],
                        multi_label=spec.multi_label)
-    return BaselineResult(metrics, wall, len(train_idx), len(val_idx))
+    test, no_test = holdout.score_job(config, spec, get_weights(model))
+    return BaselineResult(metrics, wall, len(train_idx), len(val_idx), test, no_test)
 
 
 def evaluate_weights(config: JobConfig, spec: JobSpec, weights: Weights) -> EvalResult:
@@ -101,21 +110,35 @@ def evaluate_weights(config: JobConfig, spec: JobSpec, weights: Weights) -> Eval
     return evaluate_model(model, data.images[val_idx], data.labels[val_idx], multi_label=spec.multi_label)
 
 
-def comparison(federated: dict[str, float], central: BaselineResult) -> pd.DataFrame:
-    """Side by side: federated vs centralized on the same validation images."""
-    return pd.DataFrame(
-        [
-            {"training": "federated (FedAvg)", "accuracy": federated["accuracy"],
-             "roc_auc": federated["auc"], "wall_s": federated.get("wall_s", float("nan"))},
-            {"training": "centralized", "accuracy": central.metrics.accuracy,
-             "roc_auc": central.metrics.auc, "wall_s": central.wall_seconds},
-        ]
-    ).set_index("training")
+def comparison(federated: dict[str, float], central: BaselineResult, *,
+               federated_test: TestScore | None = None, strategy: str = "FedAvg") -> pd.DataFrame:
+    """Side by side: federated vs centralized, on the test split first (the headline: images
+    neither model trained or tuned on), then on the same validation images."""
+    nan = float("nan")
+    rows = [
+        {"training": f"federated ({strategy})",
+         "test_accuracy": federated_test.metrics.accuracy if federated_test else nan,
+         "test_roc_auc": federated_test.metrics.auc if federated_test else nan,
+         "val_accuracy": federated["accuracy"], "val_roc_auc": federated["auc"],
+         "wall_s": federated.get("wall_s", nan)},
+        {"training": "centralized",
+         "test_accuracy": central.test.metrics.accuracy if central.test else nan,
+         "test_roc_auc": central.test.metrics.auc if central.test else nan,
+         "val_accuracy": central.metrics.accuracy, "val_roc_auc": central.metrics.auc,
+         "wall_s": central.wall_seconds},
+    ]
+    frame = pd.DataFrame(rows).set_index("training")
+    if federated_test is None and central.test is None:
+        frame = frame.drop(columns=["test_accuracy", "test_roc_auc"])
+    return frame
 
 
 def save(result: BaselineResult, run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
+    test = result.test.metrics if result.test else None
     pd.DataFrame([{"accuracy": result.metrics.accuracy, "auc": result.metrics.auc,
                    "loss": result.metrics.loss, "wall_s": result.wall_seconds,
-                   "n_train": result.n_train, "n_val": result.n_val}]
+                   "n_train": result.n_train, "n_val": result.n_val,
+                   "test_accuracy": test.accuracy if test else None, "test_auc": test.auc if test else None,
+                   "n_test": test.n if test else 0}]
                  ).to_csv(run_dir / "baseline.csv", index=False)

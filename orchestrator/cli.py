@@ -18,6 +18,14 @@ def _print(frame: pd.DataFrame) -> None:
         print(frame.to_string())
 
 
+def _print_test(job: Any, result: Any) -> None:
+    """The final model's score on the test split: the figure to quote, not the validation one."""
+    from orchestrator import holdout
+
+    test, why = holdout.score_job(job.config, result.spec, result.weights)
+    print(f"\n{test.line()}" if test else f"\nno test score: {why}")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from orchestrator.config import load_config
     from orchestrator.job import FederatedJob
@@ -46,7 +54,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     wire = result.wire_cost()
     if wire is not None:
         print(f"\n{wire}")
-        print("the final model is encrypted: `medsyft release --config ...` asks every owner to release it")
+        print("the final model is encrypted: `medsyft release --config ...` asks every owner to release it"
+              " (and scores it on the test split)")
+    if result.weights is not None:
+        _print_test(job, result)
     print(f"\nplot: {result.plot()}")
     print(f"run directory: {result.run_dir}")
     return 0
@@ -66,11 +77,12 @@ def cmd_release(args: argparse.Namespace) -> int:
         return 3
     print(f"released: the final model is in {result.run_dir / 'release' / 'model.npz'} "
           f"(record: release.json)")
+    _print_test(job, result)
     return 0
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from orchestrator import baseline
+    from orchestrator import baseline, holdout
     from orchestrator.config import load_config
     from orchestrator.job import FederatedJob
 
@@ -81,11 +93,16 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     baseline.save(central, job.run_dir.path)
     federated = job.result()
     if federated is None:
-        print(f"centralized: accuracy {central.metrics.accuracy:.3f}, "
+        print(f"centralized: validation accuracy {central.metrics.accuracy:.3f}, "
               f"ROC-AUC {central.metrics.auc:.3f}, {central.wall_seconds:.1f} s "
               "(no finished federated run to compare with yet)")
     else:
-        _print(baseline.comparison(federated.summary(), central))
+        test = None
+        if federated.weights is not None:
+            test, _ = holdout.score_job(job.config, federated.spec, federated.weights)
+        _print(baseline.comparison(federated.summary(), central, federated_test=test,
+                                   strategy=job.config.strategy))
+    print(central.test.line() if central.test else f"no test score: {central.no_test}")
     return 0
 
 

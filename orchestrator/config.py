@@ -45,6 +45,7 @@ Example::
     count = 3000
     partition = "dirichlet:0.5"
     seed = 0
+    # test_split = "test"         # the source's split the final model is scored on ("none": skip)
 
 Each table is checked by a strict pydantic model (:mod:`orchestrator.config_tables`): unknown keys,
 values of the wrong TOML type (``rounds = "3"``, ``rounds = 3.5``, ``dp = 1``) and broken rules are
@@ -100,6 +101,7 @@ class BaselineConfig:
     seed: int = 0
     split: str = "train"
     image_size: int | None = None
+    test_split: str = "test"  # scored in the simulation (orchestrator.holdout); "none": no test score
 
 
 DEFAULT_NOISE_MULTIPLIER = 1.0

@@ -60,6 +60,7 @@ class _BaselineTable(_Table):
     seed: int = BaselineConfig.seed
     split: str = BaselineConfig.split
     image_size: int | None = None
+    test_split: str = BaselineConfig.test_split
 
 
 class _PrivacyTable(_Table):

@@ -7,11 +7,16 @@ through medsyft's own deploy path, with its own data directory. Plain helpers li
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from support import Scientist, deploy_site, login
+
+# Datasites a test starts do not warm their runtime (domains.runtime.warm): most never train, and a
+# busy 2-core box would pay torch's imports for each. The demo's test turns it back on.
+os.environ.setdefault("MEDSYFT_WARM_RUNTIME", "0")
 
 
 @pytest.fixture(scope="session")

@@ -54,12 +54,12 @@ def run_cli(*args: str) -> CliResult:
     return CliResult(code, out.getvalue(), err.getvalue())
 
 
-def run_cli_subprocess(*args: str, timeout: float = 300) -> CliResult:
-    """Run the installed ``medsyft`` console script as a user would."""
+def run_cli_subprocess(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> CliResult:
+    """Run the installed ``medsyft`` console script as a user would (*env* adds variables)."""
     exe = Path(sys.executable).parent / "medsyft"
     proc = subprocess.run(
         [str(exe), *args], capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 

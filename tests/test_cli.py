@@ -116,3 +116,19 @@ def test_demo_offers_exactly_the_strategies_job_toml_accepts() -> None:
     from orchestrator.config_tables import _JobTable
 
     assert tuple(DEMO_STRATEGIES) == typing.get_args(_JobTable.model_fields["strategy"].annotation)
+
+
+def test_the_docs_list_the_demos_defaults() -> None:
+    """docs/training.md's table of the demo's defaults is the demo's parser, flag by flag."""
+    from medsyft.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    demo = sub.choices["demo"]  # type: ignore[attr-defined]
+    defaults = {opt: a.default for a in demo._actions for opt in a.option_strings}
+    section = (REPO / "docs" / "training.md").read_text().split("## The demo's defaults")[1].split("\n## ")[0]
+    rows = [line.split("|")[1:3] for line in section.splitlines() if line.startswith("| `--")]
+    assert len(rows) >= 10
+    for flag_cell, default_cell in rows:
+        flag, documented = flag_cell.strip().strip("`"), default_cell.strip()
+        assert str(defaults[flag]) == documented, f"{flag}: docs {documented}, demo {defaults[flag]}"

@@ -82,7 +82,7 @@ class CallLog:
     def states(self) -> dict[int, str]:
         """Each call's state: ``done``, ``failed``, ``skipped``, or ``started`` (never finished).
 
-        A call whose ledger says ``started`` and that is not running now was interrupted (the
+        A call whose log says ``started`` and that is not running now was interrupted (the
         datasite died during it): it counts as failed, since it may have touched private data.
         """
         states: dict[int, str] = {}

@@ -22,7 +22,7 @@ still taken, and answered in kind).
 Under a job with a roster (``he.roster``) the global model is the verified sum of the previous
 call's signed parts and the update leaves as this site's own signed part
 (:mod:`domains.runtime.secure_round`); a refusal names its rule and site, before anything is
-decrypted or any private data is read, and the ledger records it as ``refused``. Under HE with
+decrypted or any private data is read, and the call log records it as ``refused``. Under HE with
 a server optimizer (``spec.server``) the global model is this site's own step from the decrypted
 mean (:mod:`domains.runtime.site_global`), and every result carries its state's public hash.
 """
@@ -160,7 +160,7 @@ def _outgoing(spec: JobSpec, payload: dict[str, Any], model: Any, data_dir: Data
     signed under a roster)."""
     trained = PlainModel.from_weights(get_weights(model))
     if spec.he is None:
-        return {"weights": trained}  # the ledger returns it in its wire form
+        return {"weights": trained}  # the call log returns it in its wire form
     vector = trained.vector
     weight = _share(payload)
     if secure is not None:

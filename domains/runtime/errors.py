@@ -32,7 +32,7 @@ class CallNotRepeatable(TrainingError):
 
 
 class CallLogCorrupt(TrainingError):
-    """Raised when a job's call ledger on the datasite cannot be read: never silently reset."""
+    """Raised when a job's call log on the datasite cannot be read: never silently reset."""
 
 
 class PrivateComputationFailed(TrainingError):

@@ -19,10 +19,10 @@ from torch import nn
 
 from domains.runtime.errors import TrainingError
 from domains.runtime.proximal import ProximalTerm, dp_step
+from domains.shared.spec import DPTraining, TrainConfig
 
 if TYPE_CHECKING:
     from domains.runtime.tasks.base import Task
-from domains.shared.spec import DPTraining, TrainConfig
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 A :class:`privacy.secagg_messages.SignedPart` is a small signed header (site, job, call, weight,
 site set, roster, basis, ciphertext digest, signature) beside a large ciphertext. A site returns
-the two apart, ``{"part": header, "weights": ciphertext}``, so the call ledger stores and replays
+the two apart, ``{"part": header, "weights": ciphertext}``, so the call log stores and replays
 the ciphertext exactly as it stores an encrypted update; the datasite's secure-aggregation state
 keeps the part's stored form (:func:`to_record`: JSON-able header, one ``uint8`` array). Both
 forms are :mod:`domains.shared.codec`'s; this module only names them for the runtime.

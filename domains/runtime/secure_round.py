@@ -104,7 +104,7 @@ class SecureRound:
                          job_id=self.spec.job_id, call=self.call, round_sites=self.round_sites,
                          basis=self.verified.transcript if self.verified else "")
         self.state.keep_own(part)
-        header, ciphertext = split_part(part)  # the ledger stores the ciphertext as any encrypted update
+        header, ciphertext = split_part(part)  # the call log stores the ciphertext as any encrypted update
         return {"weights": ciphertext, "part": header,
                 "clamped": int(np.count_nonzero(np.abs(vector) > bound))}
 

@@ -8,13 +8,13 @@ and a roster job's round (:class:`~domains.shared.signed_round.SignedRound`) eac
 - **stored**: :func:`encode` gives ``(meta, arrays)``, JSON-able metadata with the kind's format
   tag and flat numpy arrays; :func:`decode` takes them back. :func:`to_npz` writes one value (and
   any ``fields`` beside it) to an ``.npz`` file atomically, 0600; :func:`read_npz` and
-  :func:`from_npz` read it. The call ledger (``DIR/jobs/JOB/call-N.npz``) and the orchestrator's
+  :func:`from_npz` read it. The call log (``DIR/jobs/JOB/call-N.npz``) and the orchestrator's
   checkpoints (``RUN_DIR/global-R.npz``) use them.
 - **sent**: :func:`to_wire` gives the dict a PySyft payload or result carries: JSON-able fields
   and one array per value, which PySyft serializes far faster than many small objects;
   :func:`from_wire` takes it back, :func:`decode_update` reads the update of a call's result.
 
-Older forms still read (:mod:`domains.shared.legacy`): the call ledger's ``w::``/``__flat__``/
+Older forms still read (:mod:`domains.shared.legacy`): the call log's ``w::``/``__flat__``/
 ``c::``/``packed::`` entries, the checkpoints' ``__encrypted__``/``chunk_i``,
 ``__signed_round__``/``part_i`` and plain ``{name: array}`` files, the list-of-bytes encrypted
 vector, a dict of named arrays, and a bare float32 vector (the plaintext model of the previous
@@ -114,7 +114,7 @@ def nbytes(value: Any) -> int:
 
 # -- a signed part in a call's result: its header beside its ciphertext ---------------------
 def split_part(part: SignedPart) -> tuple[dict[str, Any], EncryptedVector]:
-    """``(header, ciphertext)``: a call returns them as ``part`` and ``weights``, so the call ledger
+    """``(header, ciphertext)``: a call returns them as ``part`` and ``weights``, so the call log
     stores and replays a part's ciphertext exactly as any encrypted update."""
     header = part.to_dict()
     del header["vector"]
@@ -134,7 +134,7 @@ def join_part(header: Any, vector: Any) -> SignedPart:
 def decode_update(result: Mapping[str, Any], *, layout: Layout | None = None) -> Any:
     """The update a call's result carries, decoded once: a :class:`PlainModel`, an
     ``EncryptedVector``, a ``SignedPart`` (``part`` beside ``weights``), or None (evaluation only).
-    *layout* reads the bare vector an older datasite (or its replayed ledger) returns."""
+    *layout* reads the bare vector an older datasite (or its replayed call log) returns."""
     sent = result.get("weights")
     if sent is None:
         return None
@@ -148,7 +148,7 @@ def decode_update(result: Mapping[str, Any], *, layout: Layout | None = None) ->
 class Stored:
     """What an ``.npz`` of :func:`to_npz` holds: a value (None for none) and the fields beside it.
 
-    From an older call ledger the value may be a bare float32 vector (no layout was stored).
+    From an older call log the value may be a bare float32 vector (no layout was stored).
     """
 
     value: Any

@@ -15,7 +15,7 @@ class CodecError(MedsyftDomainError, ValueError):
     layout that does not match the model it is loaded into, or a damaged file.
 
     A :class:`~domains.errors.MedsyftDomainError`, so a datasite refuses such a payload with this
-    message, before any private data is read, and its call ledger records the call ``refused``.
+    message, before any private data is read, and its call log records the call ``refused``.
     """
 
 

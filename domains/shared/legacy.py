@@ -1,6 +1,6 @@
 """The stored forms medsyft wrote before :mod:`domains.shared.codec`, still read; none is written.
 
-Each decodes to the value its current form gives. Call ledger results (``call-N.npz``) held a
+Each decodes to the value its current form gives. Call log results (``call-N.npz``) held a
 ``__meta__`` JSON of the result's fields and:
 
 - ``w::NAME`` arrays: the model as named arrays (read as a :class:`PlainModel`);
@@ -36,7 +36,7 @@ _SIGNED, _PART = "__signed_round__", "part_"
 
 
 def read(npz: Any) -> tuple[Any, dict[str, Any]]:
-    """``(value, fields)`` of an older ``.npz`` (an open ``NpzFile``); fields only from a ledger."""
+    """``(value, fields)`` of an older ``.npz`` (an open ``NpzFile``); fields only from a call log."""
     files = set(npz.files)
     if _LEDGER in files:
         return _ledger_result(npz)

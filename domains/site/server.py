@@ -84,6 +84,8 @@ def serve(data_dir: DataDir) -> None:
     from domains.site import syft_guard
     guards = syft_guard.apply(data_dir.file(AUDIT_FILE))
     print(f"medsyft: PySyft access guards: {', '.join(guards)}", file=sys.stderr, flush=True)
+    from domains.runtime import warm
+    warm.start()  # the first job call would otherwise pay torch's, Opacus's and MONAI's imports
 
     uvicorn.run(
         syft_guard.app_factory,

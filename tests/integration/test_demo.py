@@ -14,8 +14,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_demo_prints_epsilon_and_wire_cost_and_releases_the_model(tmp_path: Path) -> None:
-    result = run_cli_subprocess("demo", "--rounds", "2", "--count", "1200",
-                                "--workdir", str(tmp_path / "demo"), timeout=600)
+    result = run_cli_subprocess("demo", "--rounds", "2", "--count", "1200", "--batch-size", "48",
+                                "--val-fraction", "0.25", "--workdir", str(tmp_path / "demo"), timeout=600,
+                                env={"MEDSYFT_WARM_RUNTIME": "1"})  # the default, which conftest turns off
     assert result.code == 0, result.err[-3000:]
     out = result.out
     assert "key ceremony: HE key" in out and "ε budget" in out
@@ -24,7 +25,25 @@ def test_demo_prints_epsilon_and_wire_cost_and_releases_the_model(tmp_path: Path
     assert wire is not None and float(wire.group(1)) <= 4.0
     assert "ε per hospital after the job" in out and "dataset_epsilon_remaining" in out
     assert "released and unmasked" in out and (tmp_path / "demo/run/release/model.npz").exists()
-    assert "federated vs centralized" in out and (tmp_path / "demo/run/curves.png").exists()
+    assert f"final model: {tmp_path / 'demo/run/release/model.npz'} (released by every owner" in out
+    # the headline is the test split: 1200 // 4 fresh phantoms no site trained or tuned on
+    assert re.search(r"headline: test split \(fresh synthetic phantoms, seed 1000003, 300 images never "
+                     r"trained, tuned or validated on\): accuracy 0\.\d{3}, ROC-AUC 0\.\d{3}", out)
+    assert "federated (fedavg) vs centralized" in out and "test_accuracy" in out and "val_accuracy" in out
+    assert (tmp_path / "demo/run/curves.png").exists()
+    job_toml = (tmp_path / "demo/job.toml").read_text()
+    assert "batch_size = 48\n" in job_toml and "val_fraction = 0.25\n" in job_toml
     assert "datasites stopped" in out
+    for hospital in ("hospital-a", "hospital-b", "hospital-c"):  # warmed while it waited for work
+        assert "medsyft: runtime warmed in" in (tmp_path / "demo" / hospital / "datasite.log").read_text()
     made = {p.name for p in (tmp_path / "demo").iterdir()}
     assert DEMO_MARKER in made and made <= DEMO_ENTRIES  # so a rerun may replace all of it
+
+
+def test_demo_without_protections_or_baseline_says_where_its_plaintext_model_is(tmp_path: Path) -> None:
+    result = run_cli_subprocess("demo", "--rounds", "1", "--count", "600", "--no-dp", "--no-he",
+                                "--no-baseline", "--workdir", str(tmp_path / "demo"), timeout=600)
+    assert result.code == 0, result.err[-3000:]
+    assert f"final model: {tmp_path / 'demo/run/global-1.npz'} (plaintext" in result.out
+    assert (tmp_path / "demo/run/global-1.npz").exists()
+    assert "headline: test split" in result.out and "vs centralized" not in result.out

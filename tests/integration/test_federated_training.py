@@ -71,7 +71,7 @@ def new_job(fed: dict[str, Any], run: str, **job: Any) -> Any:
 
 
 def test_federated_training_learns_and_matches_centralized(federation: dict[str, Any]) -> None:
-    from orchestrator import comparison, train_centralized
+    from orchestrator import comparison, holdout, train_centralized
 
     job = new_job(federation, "learn", rounds=8, local_epochs=2)
     assert set(job.submit()["status"]) == {"pending"}
@@ -86,9 +86,14 @@ def test_federated_training_learns_and_matches_centralized(federation: dict[str,
     per_site = result.metrics[result.metrics["site"] != "pooled"]
     assert set(per_site["site"]) == set(NAMES)
     central = train_centralized(job.config, result.spec)
-    table = comparison(result.summary(), central)
-    gap = abs(table.loc["federated (FedAvg)", "accuracy"] - table.loc["centralized", "accuracy"])
+    assert result.weights is not None
+    federated_test, why = holdout.score_job(job.config, result.spec, result.weights)
+    assert federated_test is not None and central.test is not None, why
+    assert federated_test.metrics.n == central.test.metrics.n == COUNT // 4  # a fresh draw
+    table = comparison(result.summary(), central, federated_test=federated_test)
+    gap = abs(table.loc["federated (FedAvg)", "val_accuracy"] - table.loc["centralized", "val_accuracy"])
     assert gap < 0.05, table  # measured here: 0.929 vs 0.946
+    assert (table["test_accuracy"] > 0.75).all() and (table["test_roc_auc"] > 0.85).all(), table
     assert result.plot().exists()
 
 
