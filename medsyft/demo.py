@@ -128,7 +128,7 @@ def _write_job(workdir: Path, sites: list[Any], args: argparse.Namespace) -> Pat
         f"local_epochs = {args.local_epochs}\nbatch_size = {args.batch_size}\noptimizer = \"adam\"\n"
         f"lr = {args.lr}\nval_fraction = {args.val_fraction}\n"
         f"fraction = 1.0\nmin_sites = 2\nround_timeout = 120\napproval_timeout = 60\n"
-        f'strategy = "{args.strategy}"\n'
+        f'strategy = "{args.strategy}"\nclass_weights = "{args.class_weights}"\n'
         + (f"proximal_mu = {args.proximal_mu}\n" if args.strategy == "fedprox" else "")
         + f'seed = {args.seed}\nrun_dir = "run"\n\n' + privacy + "\n"
         + "\n".join(site_tables)
@@ -313,6 +313,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="expected images per step; under DP the Poisson batch's mean (default 64)")
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="share of each site's images held out for validation (default 0.2)")
+    p.add_argument("--class-weights", default="none", choices=["none", "balanced"],
+                   help="balanced: weigh each class's images by N / (K n_k), from the hospitals' "
+                        "published class counts (default none)")
     p.add_argument("--no-baseline", action="store_true",
                    help="skip the centralized model trained on the union for comparison")
     p.add_argument("--target-epsilon", type=float, default=8.0,

@@ -35,6 +35,7 @@ from domains import (
     set_weights,
     shard,
     site_split,
+    task_for,
     train_local,
 )
 from domains.shared.counts import EvalResult
@@ -80,8 +81,8 @@ def load_union(config: JobConfig, spec: JobSpec) -> tuple[ImageSet, np.ndarray, 
 def train_centralized(config: JobConfig, spec: JobSpec) -> BaselineResult:
     configure_threads()
     data, train_idx, val_idx = load_union(config, spec)
-    model = build_model(spec.model, in_channels=spec.in_channels, num_classes=spec.num_classes,
-                        image_size=spec.image_size, seed=spec.train.seed)
+    task = task_for(spec)  # the sites' own loss, class weights included
+    model = task.build_model(spec)
     dp = None
     if spec.dp is not None:  # the same DP-SGD: σ as configured, or for the same target ε
         sigma = noise_multiplier_for(spec.dp, n_samples=len(train_idx), batch_size=spec.train.batch_size,
@@ -91,8 +92,7 @@ def train_centralized(config: JobConfig, spec: JobSpec) -> BaselineResult:
     started = time.perf_counter()
     for r in range(1, spec.rounds + 1):  # the same shuffles per "round" as the sites use
         train_local(model, data.images[train_idx], data.labels[train_idx],
-                    config=replace(spec.train, seed=spec.train.seed + r),
-                    multi_label=spec.multi_label, dp=dp)
+                    config=replace(spec.train, seed=spec.train.seed + r), dp=dp, task=task)
     wall = time.perf_counter() - started
     metrics = evaluate_model(model, data.images[val_idx], data.labels[val_idx],
                        multi_label=spec.multi_label)

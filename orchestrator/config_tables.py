@@ -116,6 +116,7 @@ class _JobTable(_Table):
     strategy: Literal["fedavg", "fedprox", "fedmedian", "trimmed-mean", "fedavgm", "fedadam",
                       "fedyogi"] = "fedavg"
     proximal_mu: float = Field(JobConfig.proximal_mu, ge=0)
+    class_weights: Literal["none", "balanced"] = "none"
     trim_fraction: float = Field(JobConfig.trim_fraction, ge=0, lt=0.5)
     server_lr: float | None = Field(None, gt=0)
     server_momentum: float | None = Field(None, ge=0, lt=1)

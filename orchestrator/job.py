@@ -23,7 +23,7 @@ import pandas as pd
 
 from domains import TrainingError, Weights, build_model, default_model, get_weights, val_count
 from domains.shared.plain_model import PlainModel
-from domains.shared.spec import HESpec, JobSpec, TrainConfig
+from domains.shared.spec import HESpec, JobSpec, TrainConfig, balanced_weights
 from orchestrator import release
 from orchestrator.checkpoint import RunDir, RunState
 from orchestrator.config import JobConfig
@@ -155,10 +155,22 @@ class FederatedJob:
                 min_contributions=max(c.min_sites, 2 if he is not None else 1),
                 train=TrainConfig(epochs=c.local_epochs, batch_size=c.batch_size,
                                   optimizer=c.optimizer, lr=c.lr, seed=c.seed,
-                                  proximal_mu=c.proximal_mu),
+                                  proximal_mu=c.proximal_mu,
+                                  class_weights=self._class_weights(names, multi, metas)),
             )
         except (TrainingError, PrivacyError) as exc:
             raise ConfigError(str(exc)) from exc
+
+    def _class_weights(self, names: tuple[str, ...], multi_label: bool,
+                       metas: dict[str, dict[str, Any]]) -> tuple[float, ...]:
+        """``class_weights = "balanced"``: from the class counts every site publishes (public)."""
+        if self.config.class_weights == "none":
+            return ()
+        if multi_label:
+            raise ConfigError(f"class_weights = \"balanced\" needs multi-class labels; dataset "
+                              f"'{self.config.dataset}' is multi-label")
+        totals = [sum(int(m.get("class_counts", {}).get(name, 0)) for m in metas.values()) for name in names]
+        return balanced_weights(totals)
 
     def sizes(self) -> dict[str, int]:
         """Each site's expected training-split size from its public dataset size (FedAvg weights)."""

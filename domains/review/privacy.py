@@ -98,6 +98,7 @@ def review_privacy(data_dir: DataDir, job: dict[str, Any]) -> PrivacyReview:
     rev = PrivacyReview(spec.dataset, spec.job_id, spec.dp is not None, spec.he is not None)
     _roster_section(data_dir, spec, rev)
     _fedprox_line(spec, rev)
+    _class_weights_line(spec, rev)
     _server_line(spec, rev)
     _dp_section(data_dir, spec, rev)
     _he_section(data_dir, spec, rev)
@@ -120,6 +121,14 @@ def _fedprox_line(spec: JobSpec, rev: PrivacyReview) -> None:
         rev.lines.append(f"FedProx proximal term μ = {mu:g}: local training is pulled towards the global "
                          "model it was sent; under DP the pull is added after clipping and noise and "
                          "spends no ε")
+
+
+def _class_weights_line(spec: JobSpec, rev: PrivacyReview) -> None:
+    """Class weights change what local training optimises; they come from public class counts."""
+    if spec.train.class_weights:
+        weights = ", ".join(f"{w:g}" for w in spec.train.class_weights)
+        rev.lines.append(f"class-weighted loss ({weights}, one per class): each image's loss is scaled by "
+                         "its class's weight, from the sites' published class counts; no ε is spent on it")
 
 
 def _server_line(spec: JobSpec, rev: PrivacyReview) -> None:

@@ -141,7 +141,7 @@ def train_local(
     config.validate()
     if task is None:
         from domains.runtime.tasks.classification import Classification  # the task imports this module
-        task = Classification(multi_label=multi_label)
+        task = Classification(multi_label=multi_label, class_weights=config.class_weights)
     task.check_data(images, labels)
     pixels = torch.from_numpy(images if images.flags.writeable else images.copy())
     targets = task.targets(labels)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -56,6 +57,11 @@ class TrainConfig:
             model towards the global model the site was sent (see
             :mod:`domains.runtime.proximal`, also for how it applies under DP). 0 (the
             default) is plain local training, FedAvg's.
+        class_weights: one weight per class for the training loss (multi-class only), a job
+            constant computed from the sites' *public* class counts (:func:`balanced_weights`), so
+            that under DP it is data-independent; each image's loss is scaled by its own class's
+            weight and the batch is averaged over images, so its gradient depends on no other
+            image. Empty (the default): every image weighs the same.
     """
 
     epochs: int = 1
@@ -66,6 +72,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     seed: int = 0
     proximal_mu: float = 0.0
+    class_weights: tuple[float, ...] = ()
 
     def validate(self) -> None:
         """Check every field, so a bad value fails before any site spends time training.
@@ -101,6 +108,11 @@ class TrainConfig:
             (
                 _is_real(self.proximal_mu) and self.proximal_mu >= 0,
                 f"proximal_mu must be a finite number >= 0 (got {self.proximal_mu!r})",
+            ),
+            (
+                isinstance(self.class_weights, tuple)
+                and all(_is_real(w) and w > 0 for w in self.class_weights),
+                f"class_weights must be finite numbers > 0, one per class (got {self.class_weights!r})",
             ),
         ]
         for ok, message in rules:
@@ -211,7 +223,15 @@ class JobSpec:
                 raise TrainingError("server names the optimizer each site applies to the decrypted "
                                     "aggregate, which only HE jobs have; without HE the orchestrator "
                                     "applies it")
+        self._validate_class_weights()
         self._validate_roster()
+
+    def _validate_class_weights(self) -> None:
+        weights = self.train.class_weights
+        if weights and (self.multi_label or len(weights) != self.num_classes):
+            raise TrainingError(f"class_weights need one weight per class of a multi-class job "
+                                f"({self.num_classes} classes, multi_label={self.multi_label}; "
+                                f"got {len(weights)})")
 
     def _validate_roster(self) -> None:
         """The roster names every site of the job; an aggregate needs min_contributions of them."""
@@ -251,7 +271,9 @@ class JobSpec:
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:
         try:
             values = dict(data)
-            values["train"] = TrainConfig(**values.get("train", {}))
+            train = dict(values.get("train", {}))
+            train["class_weights"] = tuple(train.get("class_weights", ()))  # a list after JSON
+            values["train"] = TrainConfig(**train)
             if values.get("dp") is not None:
                 values["dp"] = DPConfig(**values["dp"])
             if values.get("he") is not None:
@@ -262,3 +284,20 @@ class JobSpec:
             return cls(**values)
         except TypeError as exc:
             raise TrainingError(f"job description is malformed ({exc})") from exc
+
+
+def balanced_weights(class_counts: Sequence[int]) -> tuple[float, ...]:
+    """Class weights ``w_k = N / (K · n_k)`` from class counts: every class weighs the same in
+    total, and the weights average to 1 over the images, so the loss keeps its scale.
+
+    >>> balanced_weights([388, 3494])
+    (5.0026, 0.5555)
+
+    Raises:
+        TrainConfigError: for a class with no image (its weight would be infinite).
+    """
+    counts = [int(c) for c in class_counts]
+    if not counts or min(counts) <= 0:
+        raise TrainConfigError(f"balanced class weights need an image of every class (got {counts})")
+    total, k = sum(counts), len(counts)
+    return tuple(round(total / (k * c), 4) for c in counts)

@@ -1,6 +1,7 @@
 """FedProx end to end on two real datasite processes: μ travels in the approved job constant,
 the owners' review shows it, the site policy still knows the job as medsyft's, and the run
-finishes, in plaintext with and without DP. Nothing is mocked."""
+finishes, in plaintext with and without DP. The same skewed federation runs a class-weighted
+job too (another job constant that changes the local objective). Nothing is mocked."""
 
 from __future__ import annotations
 
@@ -36,12 +37,12 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
         site.stop()
 
 
-def _new_job(fed: dict[str, Any], run: str, *, dp: bool) -> Any:
+def _new_job(fed: dict[str, Any], run: str, *, dp: bool, **extra: Any) -> Any:
     from orchestrator import FederatedJob, load_config
 
     settings = {"dataset": "chest", "model": "small-cnn", "rounds": 2, "local_epochs": 1,
                 "batch_size": 32, "lr": 0.001, "min_sites": 2, "strategy": "fedprox",
-                "proximal_mu": MU, "round_timeout": 120, "approval_timeout": 30, "run_dir": run}
+                "proximal_mu": MU, "round_timeout": 120, "approval_timeout": 30, "run_dir": run, **extra}
     lines = ["[job]"] + [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
     lines += ["", "[privacy]", f"dp = {json.dumps(dp)}", "he = false"]
     return FederatedJob(load_config(write_job_toml(fed["root"], run, fed["sites"], lines)))
@@ -83,3 +84,23 @@ def test_fedprox_job_runs_with_mu_in_the_approved_constant(federation: dict[str,
         for name in NAMES:
             assert planned[name] is not None and spent[name] > 0
             assert spent[name] == pytest.approx(planned[name])
+
+
+def test_a_class_weighted_job_takes_its_weights_from_the_published_counts(federation: dict[str, Any]) -> None:
+    from domains.shared.spec import balanced_weights
+
+    job = _new_job(federation, "balanced-dp", dp=True, class_weights="balanced")  # with FedProx, too
+    counts = [sum(site.metadata("chest")["class_counts"][name] for site in job.sites)
+              for name in ("normal", "pneumonia")]
+    job.submit()
+    spec = job.state().spec
+    assert spec.train.class_weights == balanced_weights(counts)  # the union of the shards is balanced here
+    for site in federation["sites"]:
+        request = _request_id(site, spec.function_name)
+        shown = run_cli("domain", "review", request, "--data-dir", str(site.data_dir.path))
+        assert shown.code == 0 and "class-weighted loss (" in shown.out, shown.out
+    approve_all(federation["sites"])
+    job.wait_for_approval(timeout=30)
+    result = job.run(progress=False)  # DP-SGD with the weighted loss, under the site's own Opacus
+    assert (result.history["status"] == "ok").all() and len(result.history) == 2 * len(NAMES)
+    assert (result.epsilon()["job_epsilon_spent"] > 0).all()

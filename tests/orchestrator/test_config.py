@@ -325,6 +325,8 @@ JOB = '[job]\ndataset = "c"\n'
          "[job]: strategy = 'fedmedian' cannot run under encrypted aggregation: additive HE can only add"),
         (JOB + 'strategy = "trimmed-mean"\n' + PRIVACY + SITE,
          "[job]: strategy = 'trimmed-mean' cannot run under encrypted aggregation"),
+        (JOB + 'class_weights = "inverse"\n' + PRIVACY + SITE,
+         "[job]: class_weights must be one of 'none' or 'balanced' (got 'inverse')"),
     ],
 )
 def test_config_bad_input_is_one_line_naming_table_and_key(tmp_path: Path, text: str, expected: str) -> None:

@@ -21,17 +21,37 @@ from domains.shared.errors import TrainingError
 from domains.shared.spec import JobSpec
 
 
+class WeightedCrossEntropy(nn.Module):
+    """Cross-entropy with each image's loss scaled by its class's weight, averaged over images.
+
+    Not ``nn.CrossEntropyLoss(weight=...)``: that divides by the batch's summed weights, so one
+    image's gradient would depend on the other images' labels, which DP-SGD's per-sample clipping
+    does not bound. Here image i's gradient is ``w[y_i] ∇l_i``, its own.
+    """
+
+    def __init__(self, weights: tuple[float, ...]) -> None:
+        super().__init__()
+        self.weights = torch.tensor(weights, dtype=torch.float32)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        per_image = nn.functional.cross_entropy(logits, targets, reduction="none")
+        return (per_image * self.weights.to(logits.device)[targets]).mean()
+
+
 class Classification(Task):
-    """Classification with the spec's label schema (``multi_label``)."""
+    """Classification with the spec's label schema (``multi_label``) and class weights."""
 
     kind: ClassVar[str] = "classification"
 
-    def __init__(self, *, multi_label: bool = False) -> None:
+    def __init__(self, *, multi_label: bool = False, class_weights: tuple[float, ...] = ()) -> None:
+        if class_weights and multi_label:
+            raise TrainingError("class_weights apply to multi-class labels, not multi-label ones")
         self.multi_label = multi_label
+        self.class_weights = tuple(class_weights)
 
     @classmethod
     def of(cls, spec: JobSpec) -> Classification:
-        return cls(multi_label=spec.multi_label)
+        return cls(multi_label=spec.multi_label, class_weights=spec.train.class_weights)
 
     def build_model(self, spec: JobSpec) -> nn.Module:
         return models.build_model(spec.model, in_channels=spec.in_channels, num_classes=spec.num_classes,
@@ -47,7 +67,9 @@ class Classification(Task):
         local.check_logits(outputs, labels, multi_label=self.multi_label)
 
     def loss(self) -> nn.Module:
-        return nn.BCEWithLogitsLoss() if self.multi_label else nn.CrossEntropyLoss()
+        if self.multi_label:
+            return nn.BCEWithLogitsLoss()
+        return WeightedCrossEntropy(self.class_weights) if self.class_weights else nn.CrossEntropyLoss()
 
     def evaluate(self, model: nn.Module, images: np.ndarray, labels: np.ndarray) -> EvalResult:
         return evaluation.evaluate_model(model, images, labels, multi_label=self.multi_label)

@@ -164,3 +164,31 @@ def test_the_loop_and_the_runtime_reach_a_task_only_by_its_interface(path: str, 
     used |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "multi_label"}
     used |= {str(c.value) for c in ast.walk(tree) if isinstance(c, ast.Constant) and c.value in banned}
     assert not used & banned
+
+
+def test_a_class_weighted_loss_gives_each_image_its_own_gradient() -> None:
+    """DP-SGD clips per image: image i's gradient must not depend on the other images' labels,
+    which ``nn.CrossEntropyLoss(weight=...)`` (dividing by the batch's summed weights) breaks."""
+    task = Classification(class_weights=(5.0, 0.5))
+    loss = task.loss()
+    torch.manual_seed(0)
+    logits = torch.randn(4, 2, requires_grad=True)
+    for labels in ([0, 1, 1, 1], [0, 0, 0, 1]):  # image 0 is class 0 in both batches
+        targets = torch.tensor(labels)
+        (grad,) = torch.autograd.grad(loss(logits, targets) * len(labels), logits)
+        alone = torch.autograd.grad(nn.functional.cross_entropy(logits[:1], targets[:1]), logits)[0][0]
+        assert torch.allclose(grad[0], 5.0 * alone)
+    with pytest.raises(TrainingError, match="multi-class labels, not multi-label"):
+        Classification(multi_label=True, class_weights=(1.0, 2.0))
+
+
+def test_a_class_weighted_job_trains_under_dp_sgd() -> None:
+    spec = JobSpec(dataset="scans", model="small-cnn", in_channels=1, num_classes=2, image_size=28,
+                   multi_label=False, rounds=1, train=TrainConfig(class_weights=(3.0, 0.6)))
+    task = task_for(spec)
+    assert isinstance(task, Classification) and task.class_weights == (3.0, 0.6)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(40, 1, 28, 28), dtype=np.uint8)
+    result = train_local(task.build_model(spec), images, rng.integers(0, 2, 40), config=spec.train, task=task,
+                         dp=DPTraining(noise_multiplier=1.0, max_grad_norm=1.0))
+    assert result.privacy_history and math.isfinite(result.mean_loss)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from domains.runtime.errors import TrainConfigError
+from domains.runtime.errors import TrainConfigError, TrainingError
 from domains.shared.spec import JobSpec, TrainConfig
 
 
@@ -36,3 +36,20 @@ def test_job_spec_with_a_bad_proximal_mu_is_refused() -> None:
     stored["train"]["proximal_mu"] = -1.0
     with pytest.raises(TrainConfigError, match=r"proximal_mu must be a finite number >= 0 \(got -1.0\)"):
         JobSpec.from_dict(stored)
+
+
+def test_class_weights_are_checked_against_the_job() -> None:
+    from domains.shared.spec import TrainConfig, balanced_weights
+
+    assert balanced_weights([388, 3494]) == (5.0026, 0.5555)
+    with pytest.raises(TrainConfigError, match="need an image of every class"):
+        balanced_weights([10, 0])
+    with pytest.raises(TrainConfigError, match="class_weights must be finite numbers > 0"):
+        TrainConfig(class_weights=(1.0, -2.0)).validate()
+    base = {"dataset": "d", "model": "small-cnn", "in_channels": 1, "image_size": 28, "rounds": 1}
+    with pytest.raises(TrainingError, match="one weight per class of a multi-class job"):
+        JobSpec(**base, num_classes=3, multi_label=False, train=TrainConfig(class_weights=(1.0, 2.0)))
+    with pytest.raises(TrainingError, match="one weight per class of a multi-class job"):
+        JobSpec(**base, num_classes=2, multi_label=True, train=TrainConfig(class_weights=(1.0, 2.0)))
+    spec = JobSpec(**base, num_classes=2, multi_label=False, train=TrainConfig(class_weights=(1.0, 2.0)))
+    assert JobSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec  # a list after JSON
