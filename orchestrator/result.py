@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from domains import Weights, build_model, set_weights
+from domains.shared.plain_model import PlainModel
 from domains.shared.spec import JobSpec
+from orchestrator.checkpoint import RunDir
 from orchestrator.errors import ReleaseRequired
 
 
@@ -40,9 +41,9 @@ class FederatedResult:
             return pd.read_csv(path) if path.exists() else pd.DataFrame()
 
         weights = None
-        if spec.he is None:
-            with np.load(run_dir / f"global-{spec.rounds}.npz") as npz:
-                weights = {k: npz[k] for k in npz.files}
+        if spec.he is None:  # the last checkpoint, in the codec's stored form (or an older one)
+            final = RunDir(run_dir).load_global(spec.rounds)
+            weights = final.to_weights() if isinstance(final, PlainModel) else None
         timing = frame("timing")
         wall = float(timing["round_s"].sum()) if "round_s" in timing else float("nan")  # rounds only
         return cls(spec, weights, frame("history"), frame("metrics"), timing, wall, run_dir,

@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from support import (
     approve_all,
@@ -95,6 +96,12 @@ def test_federated_training_learns_and_matches_centralized(federation: dict[str,
     assert gap < 0.05, table  # measured here: 0.929 vs 0.946
     assert (table["test_accuracy"] > 0.75).all() and (table["test_roc_auc"] > 0.85).all(), table
     assert result.plot().exists()
+    stored = job.result()  # read back from the run directory, as `medsyft baseline` does
+    assert stored is not None and stored.weights is not None
+    assert stored.weights.keys() == result.weights.keys()
+    assert all(np.array_equal(stored.weights[k], result.weights[k]) for k in result.weights)
+    shown = run_cli("baseline", "--config", str(federation["root"] / "learn.toml"))
+    assert shown.code == 0 and "test_accuracy" in shown.out and "test split (fresh synthetic" in shown.out
 
 
 def test_more_calls_than_approved_are_refused(federation: dict[str, Any]) -> None:
