@@ -22,7 +22,7 @@ def _print_test(job: Any, result: Any) -> None:
     """The final model's score on the test split: the figure to quote, not the validation one."""
     from orchestrator import holdout
 
-    test, why = holdout.score_job(job.config, result.spec, result.weights)
+    test, why = holdout.score_job(job.config, result.spec, result.weights, job.site_metadata().values())
     print(f"\n{test.line()}" if test else f"\nno test score: {why}")
 
 
@@ -99,7 +99,8 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     else:
         test = None
         if federated.weights is not None:
-            test, _ = holdout.score_job(job.config, federated.spec, federated.weights)
+            test, _ = holdout.score_job(job.config, federated.spec, federated.weights,
+                                        job.site_metadata().values())
         _print(baseline.comparison(federated.summary(), central, federated_test=test,
                                    strategy=job.config.strategy))
     print(central.test.line() if central.test else f"no test score: {central.no_test}")

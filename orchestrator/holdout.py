@@ -19,8 +19,10 @@ evaluation call, not this module.
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from domains import (
     ImageSet,
@@ -69,9 +71,18 @@ def _npz_has(path: Path, split: str) -> bool:
     return {f"{split}_images.npy", f"{split}_labels.npy"} <= names
 
 
-def load_test(config: JobConfig, spec: JobSpec) -> tuple[TestSet | None, str]:
-    """The test split of the job's ``[baseline]`` source, or None and the reason there is none."""
+def load_test(config: JobConfig, spec: JobSpec, site_metadata: Iterable[dict[str, Any]] = ()
+              ) -> tuple[TestSet | None, str]:
+    """The test split of the job's ``[baseline]`` source, or None and the reason there is none.
+
+    *site_metadata* (the sites' public dataset metadata) guards a real federation: ``[baseline]``
+    defaults to the synthetic phantoms, and a model trained on real images is not scored on them.
+    """
     b = config.baseline
+    metas = list(site_metadata)
+    if b.source == "synthetic" and metas and not all(m.get("synthetic") for m in metas):
+        return None, ("the sites hold real images, not [baseline]'s synthetic phantoms; in a real "
+                      "federation the test split is each hospital's own")
     if b.source == "synthetic":
         count = max(MIN_SYNTHETIC_TEST, b.count // 4)
         seed = b.seed + SYNTHETIC_TEST_SEED_OFFSET
@@ -97,7 +108,8 @@ def score(test: TestSet, spec: JobSpec, weights: Weights) -> TestScore:
     return TestScore(metrics, test.source)
 
 
-def score_job(config: JobConfig, spec: JobSpec, weights: Weights) -> tuple[TestScore | None, str]:
+def score_job(config: JobConfig, spec: JobSpec, weights: Weights,
+              site_metadata: Iterable[dict[str, Any]] = ()) -> tuple[TestScore | None, str]:
     """:func:`load_test` then :func:`score`: the final model's test score, or None and why not."""
-    test, why = load_test(config, spec)
+    test, why = load_test(config, spec, site_metadata)
     return (None, why) if test is None else (score(test, spec, weights), "")

@@ -180,6 +180,10 @@ class FederatedJob:
             out[name] = n - val_count(n, val_fraction=self.config.val_fraction)
         return out
 
+    def site_metadata(self) -> dict[str, dict[str, Any]]:
+        """Every site's public metadata of the job's dataset (fetched once per job object)."""
+        return self._metadata()
+
     def _metadata(self) -> dict[str, dict[str, Any]]:
         """Every site's public metadata of the dataset, fetched once per job object."""
         if self._metas is None:

@@ -85,3 +85,13 @@ def test_the_score_is_the_exact_evaluation_of_those_weights(tmp_path: Path) -> N
     seed = holdout.SYNTHETIC_TEST_SEED_OFFSET
     assert score.line().startswith(f"test split (fresh synthetic phantoms, seed {seed}, 200 images never "
                                    "trained, tuned or validated on): accuracy ")
+
+
+def test_a_real_federation_is_not_scored_on_the_default_phantoms(tmp_path: Path) -> None:
+    """[baseline] defaults to the phantoms; sites that publish real images get no such score."""
+    config = _config(tmp_path)  # no [baseline] table: source = "synthetic"
+    real = [{"synthetic": False, "n": 500}, {"synthetic": False, "n": 400}]
+    test, why = holdout.load_test(config, _spec(), real)
+    assert test is None and "the sites hold real images" in why
+    simulated, _ = holdout.load_test(config, _spec(), [{"synthetic": True}, {"synthetic": True}])
+    assert simulated is not None
