@@ -25,14 +25,12 @@ from domains import (
     ImageSet,
     ShardSpec,
     Weights,
-    build_model,
     configure_threads,
     evaluate_model,
     generate_chest_phantoms,
     get_weights,
     load_source,
     parse_partition,
-    set_weights,
     shard,
     site_split,
     task_for,
@@ -43,6 +41,7 @@ from domains.shared.spec import JobSpec
 from orchestrator import holdout
 from orchestrator.config import JobConfig
 from orchestrator.holdout import TestScore
+from orchestrator.result import model_with
 from privacy.accounting import noise_multiplier_for
 
 
@@ -104,9 +103,7 @@ def evaluate_weights(config: JobConfig, spec: JobSpec, weights: Weights) -> Eval
     """Score a model (e.g. the released federated one) exactly on the union's validation images."""
     configure_threads()
     data, _, val_idx = load_union(config, spec)
-    model = build_model(spec.model, in_channels=spec.in_channels, num_classes=spec.num_classes,
-                        image_size=spec.image_size)
-    set_weights(model, weights)
+    model = model_with(spec, weights)
     return evaluate_model(model, data.images[val_idx], data.labels[val_idx], multi_label=spec.multi_label)
 
 

@@ -27,15 +27,14 @@ from typing import Any
 from domains import (
     ImageSet,
     Weights,
-    build_model,
     evaluate_model,
     generate_chest_phantoms,
     load_source,
-    set_weights,
 )
 from domains.shared.counts import EvalResult
 from domains.shared.spec import JobSpec
 from orchestrator.config import JobConfig
+from orchestrator.result import model_with
 
 SYNTHETIC_TEST_SEED_OFFSET = 1_000_003
 MIN_SYNTHETIC_TEST = 200
@@ -79,6 +78,8 @@ def load_test(config: JobConfig, spec: JobSpec, site_metadata: Iterable[dict[str
     defaults to the synthetic phantoms, and a model trained on real images is not scored on them.
     """
     b = config.baseline
+    if b.test_split == "none":
+        return None, "[baseline] test_split = \"none\""
     metas = list(site_metadata)
     if b.source == "synthetic" and metas and not all(m.get("synthetic") for m in metas):
         return None, ("the sites hold real images, not [baseline]'s synthetic phantoms; in a real "
@@ -88,8 +89,6 @@ def load_test(config: JobConfig, spec: JobSpec, site_metadata: Iterable[dict[str
         seed = b.seed + SYNTHETIC_TEST_SEED_OFFSET
         images = generate_chest_phantoms(count, image_size=b.image_size or spec.image_size, seed=seed)
         return TestSet(images, f"fresh synthetic phantoms, seed {seed}"), ""
-    if b.test_split == "none":
-        return None, "[baseline] test_split = \"none\""
     path = config.base_dir / b.source
     if path.suffix != ".npz" or not _npz_has(path, b.test_split):
         return None, f"{b.source} has no {b.test_split!r} split"
@@ -101,10 +100,8 @@ def load_test(config: JobConfig, spec: JobSpec, site_metadata: Iterable[dict[str
 
 def score(test: TestSet, spec: JobSpec, weights: Weights) -> TestScore:
     """The model with *weights* scored exactly on *test* (no noise: these images are public)."""
-    model = build_model(spec.model, in_channels=spec.in_channels, num_classes=spec.num_classes,
-                        image_size=spec.image_size)
-    set_weights(model, weights)
-    metrics = evaluate_model(model, test.images.images, test.images.labels, multi_label=spec.multi_label)
+    metrics = evaluate_model(model_with(spec, weights), test.images.images, test.images.labels,
+                             multi_label=spec.multi_label)
     return TestScore(metrics, test.source)
 
 

@@ -131,7 +131,7 @@ class FederatedJob:
     def make_spec(self) -> JobSpec:
         """The job's constants, sized from the dataset metadata every site publishes."""
         _ = self.roster  # a bad roster file fails before any site is contacted
-        metas = self._metadata()
+        metas = self.site_metadata()
         shapes = {(m["channels"], tuple(m["image_size"]), tuple(m["label_names"]), m["multi_label"])
                   for m in metas.values()}
         if len(shapes) != 1:
@@ -156,35 +156,27 @@ class FederatedJob:
                 train=TrainConfig(epochs=c.local_epochs, batch_size=c.batch_size,
                                   optimizer=c.optimizer, lr=c.lr, seed=c.seed,
                                   proximal_mu=c.proximal_mu,
-                                  class_weights=self._class_weights(names, multi, metas)),
+                                  class_weights=self._class_weights(names, metas)),
             )
         except (TrainingError, PrivacyError) as exc:
             raise ConfigError(str(exc)) from exc
 
-    def _class_weights(self, names: tuple[str, ...], multi_label: bool,
-                       metas: dict[str, dict[str, Any]]) -> tuple[float, ...]:
+    def _class_weights(self, names: tuple[str, ...], metas: dict[str, dict[str, Any]]) -> tuple[float, ...]:
         """``class_weights = "balanced"``: from the class counts every site publishes (public)."""
         if self.config.class_weights == "none":
-            return ()
-        if multi_label:
-            raise ConfigError(f"class_weights = \"balanced\" needs multi-class labels; dataset "
-                              f"'{self.config.dataset}' is multi-label")
+            return ()  # a multi-label dataset's weights are refused by JobSpec, naming the rule
         totals = [sum(int(m.get("class_counts", {}).get(name, 0)) for m in metas.values()) for name in names]
         return balanced_weights(totals)
 
     def sizes(self) -> dict[str, int]:
         """Each site's expected training-split size from its public dataset size (FedAvg weights)."""
         out = {}
-        for name, meta in self._metadata().items():
+        for name, meta in self.site_metadata().items():
             n = int(meta["n"])
             out[name] = n - val_count(n, val_fraction=self.config.val_fraction)
         return out
 
     def site_metadata(self) -> dict[str, dict[str, Any]]:
-        """Every site's public metadata of the job's dataset (fetched once per job object)."""
-        return self._metadata()
-
-    def _metadata(self) -> dict[str, dict[str, Any]]:
         """Every site's public metadata of the dataset, fetched once per job object."""
         if self._metas is None:
             self._metas = {s.name: s.metadata(self.config.dataset) for s in self.sites}

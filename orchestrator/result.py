@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -18,6 +19,14 @@ from domains.shared.plain_model import PlainModel
 from domains.shared.spec import JobSpec
 from orchestrator.checkpoint import RunDir
 from orchestrator.errors import ReleaseRequired
+
+
+def model_with(spec: JobSpec, weights: Weights) -> Any:
+    """The job's network holding *weights* (a final, released or checkpointed model)."""
+    model = build_model(spec.model, in_channels=spec.in_channels, num_classes=spec.num_classes,
+                        image_size=spec.image_size)
+    set_weights(model, weights)
+    return model
 
 
 @dataclass
@@ -71,10 +80,7 @@ class FederatedResult:
                 "the final model is encrypted (HE): request its release with "
                 "`medsyft release --config job.toml` and fetch it once every data owner approved"
             )
-        model = build_model(self.spec.model, in_channels=self.spec.in_channels,
-                            num_classes=self.spec.num_classes, image_size=self.spec.image_size)
-        set_weights(model, self.weights)
-        return model
+        return model_with(self.spec, self.weights)
 
     def pooled(self) -> pd.DataFrame:
         """Pooled validation metrics per global model (round 0 = the initial model)."""

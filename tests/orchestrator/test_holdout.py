@@ -48,6 +48,7 @@ def test_an_npz_source_is_scored_on_its_own_test_split(tmp_path: Path) -> None:
 @pytest.mark.parametrize("baseline, reason", [
     ({"source": "train-only.npz"}, "train-only.npz has no 'test' split"),
     ({"source": "xray.npz", "test_split": "none"}, 'test_split = "none"'),
+    ({"source": "synthetic", "test_split": "none"}, 'test_split = "none"'),
     ({"source": "xray.npz", "test_split": "train"}, "is the split the sites trained on"),
     ({"source": "folder"}, "folder has no 'test' split"),
 ])
