@@ -41,7 +41,14 @@ if TYPE_CHECKING:
     from domains.runtime.plan import site_split
     from domains.runtime.split import val_count
     from domains.runtime.tasks import task_for
-    from domains.runtime.templates import JOB_TEMPLATE, job_source, release_function_name, release_source
+    from domains.runtime.templates import (
+        JOB_TEMPLATE,
+        evaluate_function_name,
+        evaluate_source,
+        job_source,
+        release_function_name,
+        release_source,
+    )
     from domains.runtime.threads import configure_threads
     from domains.runtime.weights import (
         Weights,
@@ -73,7 +80,8 @@ _MODULES = {
     "runtime.plan": ["site_split"],
     "runtime.split": ["val_count"],
     "runtime.tasks": ["task_for"],
-    "runtime.templates": ["JOB_TEMPLATE", "job_source", "release_function_name", "release_source"],
+    "runtime.templates": ["JOB_TEMPLATE", "evaluate_function_name", "evaluate_source", "job_source",
+                          "release_function_name", "release_source"],
     "runtime.threads": ["configure_threads"],
     "runtime.weights": ["Weights", "check_same_layout", "fedavg", "get_weights", "layout_of", "set_weights"],
     "site.audit": ["AuditLog"],

@@ -1,4 +1,4 @@
-"""``medsyft train`` and ``medsyft baseline``: what a data scientist types.
+"""``medsyft train``, ``release``, ``evaluate`` and ``baseline``: what a data scientist types.
 
 Credentials come from the files or environment variables job.toml names, never
 from the command line. Running ``train`` again with the same config resumes.
@@ -81,6 +81,36 @@ def cmd_release(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from orchestrator.config import load_config
+    from orchestrator.errors import NotApproved
+    from orchestrator.job import FederatedJob
+
+    job = FederatedJob(load_config(args.config))
+    table = job.request_evaluation(new=args.new)
+    ev = job.evaluation_spec()
+    assert ev is not None
+    wanted = job.config.evaluation
+    if (ev.dataset, ev.noise_multiplier, ev.bins) != (wanted.dataset, wanted.noise_multiplier, wanted.bins):
+        print(f"note: evaluation {ev.eval_id} was requested for '{ev.dataset}' (σ={ev.noise_multiplier:g}, "
+              f"{ev.bins} bins), not as [evaluation] now says; `medsyft evaluate --new` asks for another")
+    print(f"evaluation {ev.eval_id}: job {ev.job.job_id}'s final model ({ev.model}) on each site's "
+          f"'{ev.dataset}'")
+    _print(table)
+    try:
+        result = job.fetch_evaluation()
+    except NotApproved as exc:
+        print(f"not yet: {exc}")
+        return 3
+    print()
+    _print(result.table())
+    for site, why in result.not_evaluated.items():
+        print(f"not evaluated: {site}: {why}")
+    print(f"\n{result.line()}")
+    print(f"results: {job.run_dir.path / 'evaluation' / ev.eval_id / 'results.json'}")
+    return 0
+
+
 def cmd_baseline(args: argparse.Namespace) -> int:
     from orchestrator import baseline, holdout
     from orchestrator.config import load_config
@@ -118,6 +148,11 @@ def register(subparsers: Any) -> None:
                               "final model; fetch it once all approved", description=__doc__)
     p.add_argument("--config", required=True, help="job.toml")
     p.set_defaults(handler=cmd_release)
+    p = subparsers.add_parser("evaluate", help="score the final model on every hospital's private test "
+                              "split (noisy counts, charged to each test dataset's ε)", description=__doc__)
+    p.add_argument("--config", required=True, help="job.toml (its [evaluation] table)")
+    p.add_argument("--new", action="store_true", help="request a new evaluation, not the run's latest")
+    p.set_defaults(handler=cmd_evaluate)
     p = subparsers.add_parser("baseline", help="train the same model centrally on the union",
                               description=__doc__)
     p.add_argument("--config", required=True, help="job.toml")

@@ -48,6 +48,11 @@ Example::
     seed = 0
     # test_split = "test"         # the source's split the final model is scored on ("none": skip)
 
+    [evaluation]                  # `medsyft evaluate`: the final model on every hospital's test data
+    dataset = "pneumoniamnist-test"   # each site's own test split, published with --split test
+    noise_multiplier = 2.0        # DP noise on the released counts, charged to that dataset's ε
+    bins = 10                     # score-histogram bins released (more: less biased, noisier AUC)
+
 Each table is checked by a strict pydantic model (:mod:`orchestrator.config_tables`): unknown keys,
 values of the wrong TOML type (``rounds = "3"``, ``rounds = 3.5``, ``dp = 1``) and broken rules are
 refused with one line naming the table and the key; an integer is accepted where a number is
@@ -103,6 +108,16 @@ class BaselineConfig:
     split: str = "train"
     image_size: int | None = None
     test_split: str = "test"  # scored in the simulation (orchestrator.holdout); "none": no test score
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """``[evaluation]``: the cross-site evaluation of the final model on each hospital's own test
+    dataset (``medsyft evaluate``; :mod:`orchestrator.evaluate`)."""
+
+    dataset: str | None = None  # the test dataset's name on every datasite (published --split test)
+    noise_multiplier: float = 2.0  # σ on the released counts: ε ≈ 2.2 at δ = 1e-5, once per evaluation
+    bins: int = 10  # score-histogram bins of the release (a divisor of 200)
 
 
 DEFAULT_NOISE_MULTIPLIER = 1.0
@@ -171,6 +186,7 @@ class JobConfig:
     server_tau: float | None = None
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     base_dir: Path = field(default=Path("."), compare=False)
 
     @property

@@ -14,6 +14,7 @@ from orchestrator.config import (
     ROBUST_STRATEGIES,
     SERVER_STRATEGIES,
     BaselineConfig,
+    EvaluationConfig,
     JobConfig,
     PrivacyConfig,
     SiteConfig,
@@ -61,6 +62,21 @@ class _BaselineTable(_Table):
     split: str = BaselineConfig.split
     image_size: int | None = None
     test_split: str = BaselineConfig.test_split
+
+
+class _EvaluationTable(_Table):
+    dataset: str | None = None
+    noise_multiplier: float = EvaluationConfig.noise_multiplier
+    bins: int = EvaluationConfig.bins
+
+    @model_validator(mode="after")
+    def _valid(self) -> Self:
+        if not self.noise_multiplier > 0:
+            raise ValueError(f"noise_multiplier must be > 0 (got {self.noise_multiplier}): the test counts "
+                             "are always released with DP noise")
+        if self.bins < 2 or 200 % self.bins:
+            raise ValueError(f"bins must divide 200 and be at least 2 (got {self.bins}); e.g. 4, 10 or 20")
+        return self
 
 
 class _PrivacyTable(_Table):
@@ -152,6 +168,7 @@ class JobFile(_Table):
     sites: list[_SiteTable] = Field(default_factory=list)
     privacy: _PrivacyTable = Field(default_factory=_empty_table, validate_default=True)
     baseline: _BaselineTable = Field(default_factory=_empty_table, validate_default=True)
+    evaluation: _EvaluationTable = Field(default_factory=_empty_table, validate_default=True)
 
     @model_validator(mode="after")
     def _sites_fit_the_job(self) -> Self:
@@ -177,4 +194,5 @@ class JobFile(_Table):
         return JobConfig(**self.job.model_dump(), base_dir=base_dir,
                          sites=[SiteConfig(**s.model_dump()) for s in self.sites],
                          privacy=PrivacyConfig(**self.privacy.model_dump()),
-                         baseline=BaselineConfig(**self.baseline.model_dump()))
+                         baseline=BaselineConfig(**self.baseline.model_dump()),
+                         evaluation=EvaluationConfig(**self.evaluation.model_dump()))

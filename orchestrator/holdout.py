@@ -13,7 +13,7 @@ here on its **test split** as well:
   and the reason says so.
 
 In a real federation the test split is private to each hospital; scoring there is a cross-site
-evaluation call, not this module.
+evaluation call (:mod:`orchestrator.evaluate`), not this module.
 """
 
 from __future__ import annotations
@@ -83,7 +83,8 @@ def load_test(config: JobConfig, spec: JobSpec, site_metadata: Iterable[dict[str
     metas = list(site_metadata)
     if b.source == "synthetic" and metas and not all(m.get("synthetic") for m in metas):
         return None, ("the sites hold real images, not [baseline]'s synthetic phantoms; in a real "
-                      "federation the test split is each hospital's own")
+                      "federation the test split is each hospital's own: `medsyft evaluate --config ...` "
+                      "scores the final model on it")
     if b.source == "synthetic":
         count = max(MIN_SYNTHETIC_TEST, b.count // 4)
         seed = b.seed + SYNTHETIC_TEST_SEED_OFFSET

@@ -22,12 +22,14 @@ import numpy as np
 import pandas as pd
 
 from domains import TrainingError, Weights, build_model, default_model, get_weights, val_count
+from domains.shared.eval_spec import EvalSpec
 from domains.shared.plain_model import PlainModel
 from domains.shared.spec import HESpec, JobSpec, TrainConfig, balanced_weights
-from orchestrator import release
+from orchestrator import evaluate, release
 from orchestrator.checkpoint import RunDir, RunState
 from orchestrator.config import JobConfig
 from orchestrator.errors import ConfigError, NotApproved, ReleaseRequired
+from orchestrator.evaluate import CrossSiteResult
 from orchestrator.result import FederatedResult
 from orchestrator.runner import Federation
 from orchestrator.secure import SecureAggregation
@@ -268,6 +270,36 @@ class FederatedJob:
         weights, _ = release.fetch_release(self.sites, state, self.run_dir, aggregation=aggregation)
         result.weights = weights
         return result
+
+    # -- cross-site evaluation on every hospital's private test split -----------------------
+    def request_evaluation(self, *, new: bool = False) -> pd.DataFrame:
+        """Ask every site to score the final model on its test dataset (``[evaluation]``), once per
+        run directory unless *new*; returns the owners' decisions so far."""
+        state = self.state()
+        if state is None:
+            raise NotApproved("nothing submitted yet; train the job first")
+        found = None if new else evaluate.latest(self.run_dir)
+        if found is None:
+            result = self.result()
+            ev = evaluate.make_spec(state, self.config.evaluation,
+                                    have_weights=result is not None and result.weights is not None)
+            submissions = evaluate.submit_evaluation(self.sites, ev, self.run_dir)
+        else:
+            ev, submissions = found
+        return evaluate.status_table(self.sites, submissions)
+
+    def evaluation_spec(self) -> EvalSpec | None:
+        found = evaluate.latest(self.run_dir)
+        return found[0] if found else None
+
+    def fetch_evaluation(self) -> CrossSiteResult:
+        """The pooled noisy test score of every approved site; NotApproved while any owner is deciding."""
+        found = evaluate.latest(self.run_dir)
+        if found is None:
+            raise NotApproved("no evaluation requested yet; call request_evaluation() first")
+        result = self.result()
+        return evaluate.fetch_evaluation(self.sites, found[0], found[1], self.run_dir,
+                                         result.weights if result is not None else None)
 
     def result(self) -> FederatedResult | None:
         """The stored result of a finished run, without contacting any site."""

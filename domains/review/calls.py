@@ -127,6 +127,11 @@ TRUSTED_RUNTIMES: dict[str, str] = {
         "this datasite evaluated last and returns it masked by this site's share; the scientist "
         "can read the model only when every site named in the release constant approved"
     ),
+    "domains.runtime.entry.run_evaluation": (
+        "runs medsyft's installed cross-site evaluation: scores the job's final model once on the "
+        "test dataset the labels asset belongs to and returns only counts with Gaussian noise, "
+        "charged to that dataset's ε budget"
+    ),
 }
 
 

@@ -1,7 +1,7 @@
 """The site policy: which submitted code this datasite may approve and run.
 
-By default a medsyft datasite approves and runs only medsyft's own code: a job call or a
-model release, exactly as :mod:`domains.runtime.templates` writes them. They are
+By default a medsyft datasite approves and runs only medsyft's own code: a job call, a
+model release or a cross-site evaluation, exactly as :mod:`domains.runtime.templates` writes them. They are
 recognised by what would run, never by their name:
 
 - the function's source, normalised with :mod:`ast` (formatting and comments do not
@@ -9,10 +9,10 @@ recognised by what would run, never by their name:
 - the code PySyft will actually execute (``parsed_code``, which the server derives from
   the source) equals what PySyft derives from the template;
 - the inputs are bound as the template binds them: ``labels`` to an asset, ``job`` (or
-  ``release``) to a constant holding a job description, ``payload`` scientist-owned
+  ``release``, or ``evaluation``) to a constant holding a job description, ``payload`` scientist-owned
   ``dict``; the input policy is PySyft's ``MixedInputPolicy`` and the output policy its
   ``OutputPolicyExecuteCount`` with the job's call count (a custom policy class is code);
-- the constant's job id is the one in the function's name.
+- the constant's job id (an evaluation's own id) is the one in the function's name.
 
 Anything else is *custom code*. It is approved only with ``--allow-custom-code`` on a
 datasite whose ``DIR/policy.json`` allows custom code, and the approval is recorded by the
@@ -30,7 +30,14 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from domains.errors import DataDirError
-from domains.runtime.templates import JOB_PREFIX, RELEASE_PREFIX, job_source, release_source
+from domains.runtime.templates import (
+    EVALUATE_PREFIX,
+    JOB_PREFIX,
+    RELEASE_PREFIX,
+    evaluate_source,
+    job_source,
+    release_source,
+)
 from domains.site.datadir import DataDir
 from domains.site.sandbox import SandboxLimits
 from privacy.durable import atomic_write, utc_stamp
@@ -44,14 +51,14 @@ _ARGS = ("labels", "payload")
 class CodeVerdict:
     """What a request's code is, as far as the site policy is concerned."""
 
-    kind: str  # "job" | "release" | "custom"
+    kind: str  # "job" | "release" | "evaluate" | "custom"
     code_hash: str
     reasons: list[str] = field(default_factory=list)  # why it is custom (empty otherwise)
     constant: dict[str, Any] | None = None  # the job (or release) constant of medsyft code
 
     @property
     def is_medsyft(self) -> bool:
-        return self.kind in ("job", "release")
+        return self.kind in _KINDS
 
 
 def code_hash(code: Any) -> str:
@@ -63,35 +70,53 @@ def code_hash(code: Any) -> str:
 
 
 def classify(code: Any) -> CodeVerdict:
-    """Recognise medsyft's own job or release code; everything else is custom."""
+    """Recognise medsyft's own job, release or evaluation code; everything else is custom."""
     digest = code_hash(code)
     name = str(getattr(code, "service_func_name", ""))
-    kind, job_id = _kind_of(name)
+    kind, code_id = _kind_of(name)
     if kind is None:
-        return CodeVerdict("custom", digest, [f"`{name}` is not named as a medsyft job or release"])
-    constant_name = "job" if kind == "job" else "release"
+        return CodeVerdict("custom", digest,
+                           [f"`{name}` is not named as a medsyft job, release or evaluation"])
+    constant_name = _KINDS[kind][1]
     constant, reasons = _binding_problems(code, constant_name)
-    spec = (constant or {}) if kind == "job" else (constant or {}).get("job") or {}
-    if not reasons and (not isinstance(spec, dict) or spec.get("job_id") != job_id):
-        reasons.append(f"the {constant_name} constant is not for job {job_id}")
-    limit = _limit_of(spec) if kind == "job" else 1
+    if not reasons and _id_in(kind, constant or {}) != code_id:
+        what = "evaluation" if kind == "evaluate" else "job"
+        reasons.append(f"the {constant_name} constant is not for {what} {code_id}")
+    limit = _limit_of(constant or {}) if kind == "job" else 1
     if not reasons and limit is None:
         reasons.append("the job constant has no valid round count")
     if not reasons:
-        source = job_source(job_id=job_id, limit=int(limit or 0)) if kind == "job" \
-            else release_source(job_id=job_id)
-        reasons += _source_problems(code, source, name)
+        reasons += _source_problems(code, _source_for(kind, code_id, int(limit or 0)), name)
         reasons += _output_problems(code, int(limit or 0))
     if reasons:
         return CodeVerdict("custom", digest, reasons)
     return CodeVerdict(kind, digest, [], constant)
 
 
+# kind -> (function name prefix, the constant's argument name)
+_KINDS = {"job": (JOB_PREFIX, "job"), "release": (RELEASE_PREFIX, "release"),
+          "evaluate": (EVALUATE_PREFIX, "evaluation")}
+
+
 def _kind_of(name: str) -> tuple[str | None, str]:
-    for kind, prefix in (("job", JOB_PREFIX), ("release", RELEASE_PREFIX)):
+    for kind, (prefix, _) in _KINDS.items():
         if name.startswith(prefix) and _JOB_ID.match(name[len(prefix):]):
             return kind, name[len(prefix):]
     return None, ""
+
+
+def _id_in(kind: str, constant: dict[str, Any]) -> Any:
+    """The id the constant is for: a job's (of the released job) or an evaluation's own."""
+    if kind == "evaluate":
+        return constant.get("eval_id")
+    spec = constant if kind == "job" else constant.get("job")
+    return spec.get("job_id") if isinstance(spec, dict) else None
+
+
+def _source_for(kind: str, code_id: str, limit: int) -> str:
+    if kind == "job":
+        return job_source(job_id=code_id, limit=limit)
+    return release_source(job_id=code_id) if kind == "release" else evaluate_source(eval_id=code_id)
 
 
 def _limit_of(spec: dict[str, Any]) -> int | None:
@@ -182,7 +207,8 @@ def _source_problems(code: Any, template: str, name: str) -> list[str]:
 
 
 def _signature(name: str) -> tuple[str, ...]:
-    return ("labels", "job", "payload") if name.startswith(JOB_PREFIX) else ("labels", "release", "payload")
+    kind, _ = _kind_of(name)
+    return ("labels", _KINDS[kind or "job"][1], "payload")
 
 
 def _template_function(template: str) -> str:

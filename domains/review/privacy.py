@@ -15,6 +15,7 @@ from domains import budget
 from domains.errors import SiteKeysError
 from domains.runtime.errors import TrainingError
 from domains.runtime.plan import site_plan
+from domains.shared.eval_spec import EvalSpec
 from domains.shared.spec import JobSpec
 from domains.site import he_key, site_keys
 from domains.site.datadir import DataDir
@@ -54,10 +55,83 @@ def job_constant(code: Any) -> dict[str, Any] | None:
     return value if value is not None and "job_id" in value else None
 
 
+def evaluation_constant(code: Any) -> dict[str, Any] | None:
+    """The ``evaluation`` constant of a medsyft cross-site evaluation, or None for other code."""
+    value = _constant(code, "evaluation")
+    return value if value is not None and "eval_id" in value else None
+
+
 def release_constant(code: Any) -> dict[str, Any] | None:
     """The ``release`` constant of a medsyft release request, or None for other code."""
     value = _constant(code, "release")
     return value if value is not None and isinstance(value.get("job"), dict) else None
+
+
+def review_evaluation(data_dir: DataDir, evaluation: dict[str, Any]) -> PrivacyReview:
+    """What scoring a job's final model on this site's test dataset costs, and whether it may run.
+
+    The owner alone also sees how many of the test images are in the job's training dataset
+    (by content): a test score on images the model trained on is no test score.
+    """
+    from domains.runtime import cross_eval
+
+    job = evaluation.get("job")
+    job = job if isinstance(job, dict) else {}
+    rev = PrivacyReview(str(evaluation.get("dataset")), str(evaluation.get("eval_id")), True,
+                        job.get("he") is not None)
+    try:
+        ev = EvalSpec.from_dict(evaluation)
+    except (TrainingError, PrivacyError) as exc:
+        rev.refuse(f"the evaluation constant is malformed ({exc}); deny it")
+        return rev
+    what = ("the final model this datasite kept at the job's last call (not released to anyone)"
+            if ev.model == "final" else "a plaintext model the scientist sends with the call")
+    rev.lines += [
+        f"CROSS-SITE EVALUATION {ev.eval_id} of job {ev.job.job_id} ({ev.job.model}): scores {what} "
+        f"once on every image of dataset '{ev.dataset}'",
+        f"releases only counts (image count, correct predictions, {ev.bins}-bin score histograms), each "
+        f"with Gaussian noise σ_eval={ev.noise_multiplier:g} × its sensitivity; nothing per image",
+    ]
+    try:
+        stored = cross_eval.check_dataset(data_dir, ev)
+        numbers = budget.preview(data_dir, ev.dataset, cross_eval.plan(ev)[1], job_id=ev.ledger_id)
+    except Exception as exc:  # a review must always print; approval re-checks and refuses
+        rev.refuse(f"{exc}; the evaluation cannot run: deny it")
+        return rev
+    rev.numbers = numbers
+    rev.lines.append(
+        f"this evaluation: ε={numbers['job_epsilon']:.3f} at δ={numbers['delta']:g} on '{ev.dataset}' "
+        f"(budget ε={numbers['epsilon_budget']:g}, spent ε={numbers['spent_epsilon']:.3f}, after "
+        f"approval ε={numbers['epsilon_after']:.3f}); the training dataset '{ev.job.dataset}' is not charged")
+    if not numbers["fits"]:
+        rev.refuse("this evaluation does not fit the test dataset's remaining budget: approval will be "
+                   "refused")
+    if ev.model == "final" and not (data_dir.jobs_dir / ev.job.job_id / "final.json").exists():
+        rev.refuse(f"this datasite kept no final model of job {ev.job.job_id}: the evaluation will be "
+                   "refused")
+    overlap = _overlap(data_dir, ev.job.dataset, stored.images)
+    if overlap:
+        rev.warnings.append(f"{overlap} of the {len(stored.images)} images of '{ev.dataset}' are also in "
+                            f"the training dataset '{ev.job.dataset}': their score is not a test score")
+    return rev
+
+
+def _overlap(data_dir: DataDir, training: str, images: Any) -> int:
+    """How many test images (by content) are in *training*; 0 when it is not on this datasite."""
+    import hashlib
+
+    from domains.data import store
+
+    try:
+        train = store.load(data_dir, training)
+    except Exception:
+        return 0
+
+    def digests(array: Any) -> set[bytes]:
+        return {hashlib.blake2b(image.tobytes(), digest_size=16).digest() for image in array}
+
+    trained = digests(train.images)
+    return sum(hashlib.blake2b(image.tobytes(), digest_size=16).digest() in trained for image in images)
 
 
 def review_release(data_dir: DataDir, release: dict[str, Any]) -> PrivacyReview:
@@ -213,6 +287,24 @@ def reserve_for(data_dir: DataDir, job: dict[str, Any], *, description: str) -> 
     plan = site_plan(data_dir, spec)
     return budget.reserve(data_dir, spec.dataset, job_id=spec.job_id, plan=plan.per_call,
                           description=description)
+
+
+def reserve_evaluation(data_dir: DataDir, evaluation: dict[str, Any], *, description: str) -> dict[str, Any]:
+    """At approval: reserve the evaluation's one release on its test dataset."""
+    from domains.runtime import cross_eval
+
+    ev = EvalSpec.from_dict(evaluation)
+    return budget.reserve(data_dir, ev.dataset, job_id=ev.ledger_id, plan=cross_eval.plan(ev),
+                          description=description)
+
+
+def cancel_evaluation(data_dir: DataDir, evaluation: dict[str, Any]) -> bool:
+    """At denial: the evaluation's uncharged release stops counting."""
+    try:
+        ev = EvalSpec.from_dict(evaluation)
+    except (TrainingError, PrivacyError):
+        return False
+    return budget.cancel_reservation(data_dir, ev.dataset, ev.ledger_id)
 
 
 def release_for(data_dir: DataDir, job: dict[str, Any]) -> bool:

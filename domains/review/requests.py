@@ -22,9 +22,13 @@ from domains.review.code_policy import CodeVerdict, classify, load_policy, recor
 from domains.review.code_review import Flag, review_code
 from domains.review.privacy import (
     PrivacyReview,
+    cancel_evaluation,
+    evaluation_constant,
     job_constant,
     release_for,
+    reserve_evaluation,
     reserve_for,
+    review_evaluation,
     review_privacy,
     review_release,
 )
@@ -59,7 +63,7 @@ class ReviewReport:
     executions_used: int = 0
     flags: list[Flag] = field(default_factory=list)
     privacy: PrivacyReview | None = None
-    verdict: CodeVerdict | None = None  # the site policy's reading: medsyft job, release or custom
+    verdict: CodeVerdict | None = None  # the site policy's reading: medsyft job, release, evaluate or custom
 
 
 def _status(request: Any) -> str:
@@ -154,15 +158,22 @@ class RequestBook:
             function=code.service_func_name, status=_status(r), code=code.raw_code,
             inputs=inputs, executions_allowed=_limit(code), executions_used=_used(code),
             flags=review_code(code.raw_code, asset_args=assets, function_name=code.service_func_name),
-            privacy=self._privacy(verdict), verdict=verdict,
+            privacy=self._privacy(verdict, inputs), verdict=verdict,
         )
 
-    def _privacy(self, verdict: CodeVerdict) -> PrivacyReview | None:
+    def _privacy(self, verdict: CodeVerdict, inputs: list[InputSpec]) -> PrivacyReview | None:
         """The privacy section of medsyft code, read from the constant the policy recognised."""
         if verdict.constant is None:  # custom code: no medsyft accounting applies to it
             return None
         if verdict.kind == "job":
             return review_privacy(self.data_dir, verdict.constant)
+        if verdict.kind == "evaluate":
+            rev = review_evaluation(self.data_dir, verdict.constant)
+            bound = next((i.value for i in inputs if i.name == "labels"), "?")
+            if bound != f"{rev.dataset}/labels":
+                rev.refuse(f"the code is bound to {bound}, not to the test dataset '{rev.dataset}' the "
+                           "evaluation names; deny it")
+            return rev
         return review_release(self.data_dir, verdict.constant)
 
     def approve(self, request_id: str, *, allow_custom_code: bool = False) -> ReviewReport:
@@ -177,10 +188,14 @@ class RequestBook:
         verdict = report.verdict or classify(request.code)
         self._check_policy(report, verdict, code=request.code, allow_custom_code=allow_custom_code)
         job = verdict.constant if verdict.kind == "job" else None
+        evaluation = verdict.constant if verdict.kind == "evaluate" else None
         reserved = None
-        if job is not None and report.status != "approved":  # refuses a job over budget
-            reserved = reserve_for(self.data_dir, job,
-                                   description=f"{report.function} from {report.requester}")
+        description = f"{report.function} from {report.requester}"
+        if report.status != "approved":  # refuses a job or an evaluation over budget
+            if job is not None:
+                reserved = reserve_for(self.data_dir, job, description=description)
+            elif evaluation is not None:
+                reserved = reserve_evaluation(self.data_dir, evaluation, description=description)
         try:
             if verdict.kind == "custom":
                 record_custom_approval(self.data_dir, verdict, request_id=report.request_id)
@@ -189,6 +204,8 @@ class RequestBook:
         except BaseException:
             if reserved is not None and job is not None:
                 release_for(self.data_dir, job)
+            if reserved is not None and evaluation is not None:
+                cancel_evaluation(self.data_dir, evaluation)
             raise
         self.audit.append(
             "approve", actor=local_actor(), subject=report.request_id,
@@ -228,6 +245,9 @@ class RequestBook:
         job = job_constant(request.code)
         if job is not None:
             release_for(self.data_dir, job)
+        evaluation = evaluation_constant(request.code)
+        if evaluation is not None:
+            cancel_evaluation(self.data_dir, evaluation)
         self.audit.append(
             "deny", actor=local_actor(), subject=report.request_id,
             function=report.function, requester=report.requester, reason=reason,

@@ -26,13 +26,15 @@ from domains.review.bindings import dotted
 from domains.review.calls import TRUSTED_RUNTIMES
 from domains.review.catalog import Flag
 from domains.review.names import Resolver, snippet
-from domains.runtime.templates import job_source, release_source
+from domains.runtime.templates import evaluate_source, job_source, release_source
 
 # runtime entry point -> the template as submitted (any job id: the body does not use it).
 _SOURCES = {
     "domains.runtime.entry.run_job": job_source(job_id="000000", limit=1),
     "domains.runtime.entry.run_release": release_source(job_id="000000"),
+    "domains.runtime.entry.run_evaluation": evaluate_source(eval_id="000000"),
 }
+_ENTRY_NAMES = frozenset(name.rsplit(".", 1)[1] for name in _SOURCES)
 _DECORATORS = frozenset({"sy.syft_function", "syft.syft_function"})
 _DECORATOR_NODES = (ast.Call, ast.Name, ast.Attribute, ast.Constant, ast.keyword, ast.Load)
 
@@ -107,7 +109,7 @@ def _medsyft_look(tree: ast.Module, function: _Function | None, resolver: Resolv
         if isinstance(node, (ast.Name, ast.Attribute, ast.Import, ast.ImportFrom)):
             names = _imported(node) if isinstance(node, (ast.Import, ast.ImportFrom)) else (
                 resolver.names(node) | {getattr(node, "id", "")})
-            if any(n.startswith("domains") or n in ("run_job", "run_release") for n in names):
+            if any(n.startswith("domains") or n in _ENTRY_NAMES for n in names):
                 return "it uses medsyft's own code"
     return None
 

@@ -43,7 +43,7 @@ import numpy as np
 from domains import budget
 from domains.data import store
 from domains.errors import MedsyftDomainError
-from domains.runtime import final_model
+from domains.runtime import cross_eval, final_model
 from domains.runtime.call_log import CallLog
 from domains.runtime.errors import PrivateComputationFailed, TrainingError
 from domains.runtime.local import train_local
@@ -55,6 +55,7 @@ from domains.runtime.tasks import Task, task_for
 from domains.runtime.threads import configure_threads
 from domains.runtime.weights import flatten, get_weights, layout_of, load_plain
 from domains.shared import codec
+from domains.shared.eval_spec import EvalSpec
 from domains.shared.plain_model import MODEL_FORMAT, PlainModel
 from domains.shared.spec import JobSpec
 from domains.site import he_key
@@ -314,6 +315,27 @@ def run_release(labels: Any, release: dict[str, Any], payload: dict[str, Any]) -
         return calls.run(1, lambda: final_model.run_release(release, payload))
 
     return _guarded(release_once)
+
+
+def run_evaluation(labels: Any, evaluation: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    """Entry point of an approved cross-site evaluation (see :mod:`domains.runtime.cross_eval`)."""
+    def evaluate_once() -> dict[str, Any]:
+        ev = EvalSpec.from_dict(evaluation)
+        data_dir = DataDir(os.environ["MEDSYFT_DATA_DIR"])
+        calls = CallLog(data_dir.jobs_dir, f"{ev.eval_id}-evaluate", 1)
+
+        def compute() -> dict[str, Any]:
+            model, stored = cross_eval.prepare(data_dir, ev, labels, payload)  # checks, then the charge
+            try:
+                result = cross_eval.release(ev, model, stored)
+            except Exception as exc:
+                raise _private_failure(1, exc) from None
+            return {**result, "dataset": ev.dataset, "model": ev.model, "job_id": ev.job.job_id,
+                    "privacy": cross_eval.privacy_report(data_dir, ev), "weights": None}
+
+        return calls.run(1, compute)
+
+    return _guarded(evaluate_once)
 
 
 def _in_kind(payload: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:

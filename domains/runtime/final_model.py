@@ -161,6 +161,20 @@ def _record(data_dir: DataDir, spec: JobSpec) -> dict[str, Any]:
     return out
 
 
+def kept_model(data_dir: DataDir, spec: JobSpec) -> np.ndarray:
+    """The final model this datasite decrypted and evaluated at *spec*'s final call (released or
+    not), for a cross-site evaluation; refused unless it kept one for exactly this job."""
+    folder = data_dir.jobs_dir / spec.job_id
+    if spec.he is None or not (folder / FINAL_RECORD).exists():
+        raise TrainingError(f"job {spec.job_id} has no encrypted final model on this datasite "
+                            "(it did not run here, or not to its final call)")
+    record = json.loads((folder / FINAL_RECORD).read_text())
+    if JobSpec.from_dict(record["spec"]) != spec:
+        raise TrainingError(f"the evaluation describes job {spec.job_id} differently from the job this "
+                            "datasite ran; it must name the approved job unchanged")
+    return np.asarray(np.load(folder / FINAL_MODEL), dtype=np.float32)
+
+
 def released_model(data_dir: DataDir, job_id: str) -> tuple[JobSpec, np.ndarray]:
     """The final model for local inference, once this site's owner approved its release."""
     folder = data_dir.jobs_dir / job_id

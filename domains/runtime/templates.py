@@ -1,4 +1,5 @@
-"""The only code a medsyft datasite approves by default: a job call and a model release.
+"""The only code a medsyft datasite approves by default: a job call, a model release and a
+cross-site evaluation.
 
 The orchestrator writes these templates into the run directory (PySyft reads a function's
 source file) and submits them; the datasite's site policy (:mod:`domains.review.code_policy`)
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 JOB_PREFIX = "medsyft_job_"
 RELEASE_PREFIX = "medsyft_release_"
+EVALUATE_PREFIX = "medsyft_evaluate_"
 
 JOB_TEMPLATE = '''"""medsyft federated job {job_id}: submitted to every datasite of the federation."""
 import syft as sy
@@ -54,6 +56,27 @@ def {function}(labels, release, payload):
 '''
 
 
+EVALUATE_TEMPLATE = '''"""medsyft cross-site evaluation {eval_id}: a final model scored on test data."""
+import syft as sy
+from syft.service.policy.policy import OutputPolicyExecuteCount
+
+
+@sy.syft_function(
+    input_policy=sy.MixedInputPolicy(
+        client=client, labels=labels_asset, evaluation=sy.Constant(val=eval_spec), payload=dict
+    ),
+    output_policy=OutputPolicyExecuteCount(limit=1),
+)
+def {function}(labels, evaluation, payload):
+    """Score the approved job's final model once on this site's test dataset, the one the
+    labels asset belongs to, and return only counts with Gaussian noise, charged to that
+    dataset's privacy budget. The logic is the datasite's installed medsyft runtime."""
+    from domains.runtime.entry import run_evaluation
+
+    return run_evaluation(labels, evaluation, payload)
+'''
+
+
 def job_source(*, job_id: str, limit: int) -> str:
     """The job template as submitted for *job_id* with *limit* approved calls."""
     return JOB_TEMPLATE.format(job_id=job_id, function=f"{JOB_PREFIX}{job_id}", limit=limit)
@@ -66,3 +89,12 @@ def release_source(*, job_id: str) -> str:
 
 def release_function_name(job_id: str) -> str:
     return f"{RELEASE_PREFIX}{job_id}"
+
+
+def evaluate_source(*, eval_id: str) -> str:
+    """The evaluation template as submitted for *eval_id*."""
+    return EVALUATE_TEMPLATE.format(eval_id=eval_id, function=evaluate_function_name(eval_id))
+
+
+def evaluate_function_name(eval_id: str) -> str:
+    return f"{EVALUATE_PREFIX}{eval_id}"

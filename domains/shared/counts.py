@@ -137,6 +137,47 @@ def histogram_auc(score_histograms: np.ndarray, *, multi_label: bool = False) ->
     return float(np.mean(per_class))
 
 
+def noise_channels(num_classes: int, *, multi_label: bool) -> tuple[int, bool]:
+    """Released histogram channels and whether a correct-count is released too."""
+    if num_classes == 2 and not multi_label:
+        return 1, True
+    return num_classes, not multi_label
+
+
+def sensitivity(num_classes: int, *, multi_label: bool) -> float:
+    """L2 sensitivity of the released count vector to adding or removing one image."""
+    channels, correct = noise_channels(num_classes, multi_label=multi_label)
+    return math.sqrt(channels + int(correct) + 1)
+
+
+def noise_sd(released: EvalResult, *, eval_noise_multiplier: float, sites: int = 1, draws: int = 400,
+             rng: np.random.Generator | None = None) -> tuple[float, float]:
+    """The standard deviation the DP noise gives the accuracy and the ROC-AUC of *released*.
+
+    *released* is the noisy release of *sites* sites (pooled or not); each released count carries
+    Gaussian noise of std ``eval_noise_multiplier × sensitivity`` per site, a public number. The
+    accuracy's comes from the noisy correct and image counts (first order); the AUC's from
+    *draws* fresh noise draws of that std on the released histograms (a parametric bootstrap, so
+    it costs no ε: only released numbers are used).
+    """
+    rng = rng or np.random.default_rng(0)
+    hist = np.asarray(released.score_histograms, dtype=np.float64)
+    k = hist.shape[0]
+    std = eval_noise_multiplier * sensitivity(k, multi_label=released.multi_label) * math.sqrt(sites)
+    n = max(1.0, float(released.n))
+    acc_sd = std * math.sqrt(1.0 + released.accuracy ** 2) / n
+    channels, _ = noise_channels(k, multi_label=released.multi_label)
+    aucs = []
+    for _ in range(draws):
+        noisy = hist.copy()
+        noisy[k - channels:] += rng.normal(0.0, std, noisy[k - channels:].shape)
+        if channels == 1 and k == 2:
+            noisy[0] = noisy[1, ::-1, ::-1]
+        aucs.append(histogram_auc(noisy, multi_label=released.multi_label))
+    finite = [a for a in aucs if math.isfinite(a)]
+    return acc_sd, float(np.std(finite)) if finite else float("nan")
+
+
 def pool(results: Sequence[EvalResult]) -> EvalResult:
     """Combine several sites' results as if evaluated on all their images at once.
 

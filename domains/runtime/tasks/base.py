@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from domains.runtime.noisy_metrics import RELEASE_BINS
 from domains.shared.counts import Counts
 from domains.shared.spec import JobSpec
 
@@ -67,6 +68,7 @@ class Task(ABC):
         """The model's metric counts on these images; only these leave the datasite."""
 
     @abstractmethod
-    def add_noise(self, counts: Counts, *, eval_noise_multiplier: float) -> Counts:
+    def add_noise(self, counts: Counts, *, eval_noise_multiplier: float, bins: int = RELEASE_BINS) -> Counts:
         """A DP release of *counts*: Gaussian noise of std ``eval_noise_multiplier`` × their L2
-        sensitivity to adding or removing one image, with every metric computed from noisy counts."""
+        sensitivity to adding or removing one image, with every metric computed from noisy counts;
+        *bins* is the resolution of released score histograms, where the counts have any."""

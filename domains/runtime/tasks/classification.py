@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from domains.runtime import evaluation, local, models, noisy_metrics
+from domains.runtime.noisy_metrics import RELEASE_BINS
 from domains.runtime.tasks.base import Task
 from domains.shared.counts import Counts, EvalResult
 from domains.shared.errors import TrainingError
@@ -74,8 +75,9 @@ class Classification(Task):
     def evaluate(self, model: nn.Module, images: np.ndarray, labels: np.ndarray) -> EvalResult:
         return evaluation.evaluate_model(model, images, labels, multi_label=self.multi_label)
 
-    def add_noise(self, counts: Counts, *, eval_noise_multiplier: float) -> EvalResult:
+    def add_noise(self, counts: Counts, *, eval_noise_multiplier: float,
+                  bins: int = RELEASE_BINS) -> EvalResult:
         if not isinstance(counts, EvalResult):
             raise TrainingError(f"classification releases EvalResult counts, not {type(counts).__name__}")
         return noisy_metrics.add_metric_noise(counts, eval_noise_multiplier=eval_noise_multiplier,
-                                              correct=round(counts.accuracy * counts.n))
+                                              correct=round(counts.accuracy * counts.n), bins=bins)
