@@ -10,11 +10,21 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from orchestrator.config_tables import Broken, JobFile, _BaselineTable, _JobTable, _PrivacyTable, _SiteTable
+from orchestrator.config_tables import (
+    Broken,
+    JobFile,
+    _BaselineTable,
+    _EvaluationTable,
+    _JobTable,
+    _PrivacyTable,
+    _SiteTable,
+)
 
 _MODELS: dict[str, type[BaseModel]] = {
-    "job": _JobTable, "sites": _SiteTable, "privacy": _PrivacyTable, "baseline": _BaselineTable}
-_LABELS = {"job": "[job]", "sites": "[[sites]]", "privacy": "[privacy]", "baseline": "[baseline]"}
+    "job": _JobTable, "sites": _SiteTable, "privacy": _PrivacyTable, "baseline": _BaselineTable,
+    "evaluation": _EvaluationTable}
+_LABELS = {"job": "[job]", "sites": "[[sites]]", "privacy": "[privacy]", "baseline": "[baseline]",
+           "evaluation": "[evaluation]"}
 _WANTED = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
            "string_type": "a string"}
 _SIGNS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}

@@ -327,6 +327,12 @@ JOB = '[job]\ndataset = "c"\n'
          "[job]: strategy = 'trimmed-mean' cannot run under encrypted aggregation"),
         (JOB + 'class_weights = "inverse"\n' + PRIVACY + SITE,
          "[job]: class_weights must be one of 'none' or 'balanced' (got 'inverse')"),
+        (JOB + PRIVACY + '[evaluation]\nbins = 7\n' + SITE,
+         "[evaluation]: bins must divide 200 and be at least 2 (got 7); e.g. 4, 10 or 20"),
+        (JOB + PRIVACY + '[evaluation]\nnoise_multiplier = 0\n' + SITE,
+         "[evaluation]: noise_multiplier must be > 0 (got 0.0): the test counts are always released"),
+        (JOB + PRIVACY + '[evaluation]\ndatset = "t"\n' + SITE,
+         "[evaluation]: unknown"),
     ],
 )
 def test_config_bad_input_is_one_line_naming_table_and_key(tmp_path: Path, text: str, expected: str) -> None:

@@ -119,3 +119,27 @@ def test_the_hash_names_what_would_run(server: Any, tmp_path: Path) -> None:
     rules = next(iter(other.input_policy_init_kwargs.values()))
     rules["job"].val = _job("d00000000001") | {"dataset": "other"}
     assert classify(code).code_hash != classify(other).code_hash  # another constant is other code to run
+
+
+def _evaluation(server: Any, tmp: Path, eval_id: str, constant: dict[str, Any],
+                edit: Any = lambda s: s) -> Any:
+    from domains.runtime.templates import evaluate_source
+
+    return _submit(server, tmp, edit(evaluate_source(eval_id=eval_id)), f"medsyft_evaluate_{eval_id}",
+                   {"eval_spec": constant})
+
+
+def test_a_cross_site_evaluation_is_recognised_and_its_variants_are_custom(server: Any,
+                                                                           tmp_path: Path) -> None:
+    constant = {"eval_id": "e00000000001", "job": _job("a00000000009"), "dataset": "xr"}
+    code = classify(_evaluation(server, tmp_path, "e00000000001", constant))
+    assert (code.kind, code.reasons, code.constant) == ("evaluate", [], constant)
+    other = classify(_evaluation(server, tmp_path, "e00000000002", {**constant, "eval_id": "e00000000003"}))
+    assert "not for evaluation e00000000002" in other.reasons[0]
+    more = classify(_evaluation(server, tmp_path, "e00000000004", {**constant, "eval_id": "e00000000004"},
+                                lambda s: s.replace("limit=1", "limit=2")))
+    assert more.kind == "custom" and "allows 2 calls" in more.reasons[0]
+    swapped = classify(_evaluation(server, tmp_path, "e00000000005", {**constant, "eval_id": "e00000000005"},
+                                   lambda s: s.replace("import run_evaluation",
+                                                       "import run_job as run_evaluation")))
+    assert swapped.kind == "custom" and "source differs" in swapped.reasons[0]

@@ -113,3 +113,34 @@ def test_hash_split_moves_only_the_added_image() -> None:
     train2, val2 = hash_split(grown, val_fraction=0.2, seed=3)
     assert set(val2) - {300} == set(val) and set(train2) - {300} == set(train)
     assert 30 < len(val) < 90  # about a fifth
+
+
+def _spread(exact: EvalResult, correct: int, *, sigma: float, bins: int, sites: int, rng: np.random.Generator
+            ) -> tuple[list[EvalResult], EvalResult]:
+    """Many pooled releases of *sites* copies of *exact*, and one of them to read the sd from."""
+    pooled = [pool([add_metric_noise(exact, eval_noise_multiplier=sigma, correct=correct, rng=rng, bins=bins)
+                    for _ in range(sites)]) for _ in range(400)]
+    return pooled, pooled[0]
+
+
+def test_the_reported_noise_sd_is_the_spread_of_the_release(phantoms: tuple[ImageSet, ImageSet]) -> None:
+    """The "± (noise sd)" medsyft evaluate prints is computed from released numbers only; it must
+    be the spread the noise really gives the pooled accuracy and AUC."""
+    from domains.shared.counts import noise_sd
+
+    rng = np.random.default_rng(1)
+    images, labels = phantoms[1].images[:200], phantoms[1].labels[:200]
+    exact = evaluate_model(_model(), images, labels)
+    correct = round(exact.accuracy * exact.n)
+    pooled, one = _spread(exact, correct, sigma=2.0, bins=10, sites=3, rng=rng)
+    acc_sd, auc_sd = noise_sd(one, eval_noise_multiplier=2.0, sites=3, rng=rng)
+    assert np.std([p.accuracy for p in pooled]) == pytest.approx(acc_sd, rel=0.25)
+    assert np.std([p.auc for p in pooled]) == pytest.approx(auc_sd, rel=0.35)
+    assert one.score_histograms.shape == (2, 2, 10)  # the bins asked for
+
+
+def test_released_bins_must_divide_the_histogram() -> None:
+    from domains.runtime.errors import TrainingError
+
+    with pytest.raises(TrainingError, match="must divide 200"):
+        add_metric_noise(_result(), eval_noise_multiplier=1.0, correct=160, bins=7)
