@@ -377,6 +377,8 @@ def test_config_numbers_become_floats_and_disabled_dp_is_not_checked(tmp_path: P
          "[privacy]: unknown key(s) ['nois_multiplier']; did you mean 'noise_multiplier'?"),
         ("baseline", 'dataset = "c"\nfraction = 2', PRIVACY, "[job]: fraction must be in (0, 1] (got 2)"),
         ("release", "rounds = 2", PRIVACY, '[job] needs dataset = "chest-xray"'),
+        ("evaluate", 'dataset = "c"', PRIVACY + "\n[evaluation]\nbins = 7\n",
+         "[evaluation]: bins must divide 200 and be at least 2 (got 7); e.g. 4, 10 or 20"),
     ],
 )
 def test_cli_bad_job_toml_is_one_line_exit_2(
