@@ -125,10 +125,12 @@ def _write_job(workdir: Path, sites: list[Any], args: argparse.Namespace) -> Pat
     )
     job = (
         f'[job]\ndataset = "chest-xray"\nmodel = "auto"\nrounds = {args.rounds}\n'
-        f"local_epochs = {args.local_epochs}\nbatch_size = {args.batch_size}\noptimizer = \"adam\"\n"
+        f"local_epochs = {args.local_epochs}\nbatch_size = {args.batch_size}\n"
+        f'optimizer = "{args.optimizer}"\n'
         f"lr = {args.lr}\nval_fraction = {args.val_fraction}\n"
         f"fraction = 1.0\nmin_sites = 2\nround_timeout = 120\napproval_timeout = 60\n"
         f'strategy = "{args.strategy}"\nclass_weights = "{args.class_weights}"\n'
+        f'loss = "{args.loss}"\nlogit_tau = {args.logit_tau}\n'
         + (f"proximal_mu = {args.proximal_mu}\n" if args.strategy == "fedprox" else "")
         + f'seed = {args.seed}\nrun_dir = "run"\n\n' + privacy + "\n"
         + "\n".join(site_tables)
@@ -308,7 +310,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=int, help="resize to SIZE x SIZE (default: the source's; "
                    "phantoms: 28)")
     p.add_argument("--local-epochs", type=int, default=2)
-    p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")
+    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"],
+                   help="local optimizer (default adam; sgd has momentum 0.9)")
+    p.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01)")
     p.add_argument("--batch-size", type=int, default=64,
                    help="expected images per step; under DP the Poisson batch's mean (default 64)")
     p.add_argument("--val-fraction", type=float, default=0.2,
@@ -316,6 +320,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--class-weights", default="none", choices=["none", "balanced"],
                    help="balanced: weigh each class's images by N / (K n_k), from the hospitals' "
                         "published class counts (default none)")
+    p.add_argument("--loss", default="cross-entropy", choices=["cross-entropy", "logit-adjusted"],
+                   help="logit-adjusted: add τ log(n_k / N), from the published class counts, to the "
+                        "logits in training (default cross-entropy)")
+    p.add_argument("--logit-tau", type=float, default=1.0, help="τ of the logit-adjusted loss (default 1.0)")
     p.add_argument("--no-baseline", action="store_true",
                    help="skip the centralized model trained on the union for comparison")
     p.add_argument("--target-epsilon", type=float, default=8.0,

@@ -24,7 +24,7 @@ import pandas as pd
 from domains import TrainingError, Weights, build_model, default_model, get_weights, val_count
 from domains.shared.eval_spec import EvalSpec
 from domains.shared.plain_model import PlainModel
-from domains.shared.spec import HESpec, JobSpec, TrainConfig, balanced_weights
+from domains.shared.spec import HESpec, JobSpec, TrainConfig, balanced_weights, logit_offsets
 from orchestrator import evaluate, release
 from orchestrator.checkpoint import RunDir, RunState
 from orchestrator.config import JobConfig
@@ -158,7 +158,8 @@ class FederatedJob:
                 train=TrainConfig(epochs=c.local_epochs, batch_size=c.batch_size,
                                   optimizer=c.optimizer, lr=c.lr, seed=c.seed,
                                   proximal_mu=c.proximal_mu,
-                                  class_weights=self._class_weights(names, metas)),
+                                  class_weights=self._class_weights(names, metas),
+                                  logit_adjustment=self._logit_adjustment(names, metas)),
             )
         except (TrainingError, PrivacyError) as exc:
             raise ConfigError(str(exc)) from exc
@@ -169,6 +170,14 @@ class FederatedJob:
             return ()  # a multi-label dataset's weights are refused by JobSpec, naming the rule
         totals = [sum(int(m.get("class_counts", {}).get(name, 0)) for m in metas.values()) for name in names]
         return balanced_weights(totals)
+
+    def _logit_adjustment(self, names: tuple[str, ...], metas: dict[str, dict[str, Any]]
+                          ) -> tuple[float, ...]:
+        """``loss = "logit-adjusted"``: τ·log priors from the class counts every site publishes."""
+        if self.config.loss == "cross-entropy":
+            return ()
+        totals = [sum(int(m.get("class_counts", {}).get(name, 0)) for m in metas.values()) for name in names]
+        return logit_offsets(totals, tau=self.config.logit_tau)
 
     def sizes(self) -> dict[str, int]:
         """Each site's expected training-split size from its public dataset size (FedAvg weights)."""

@@ -173,6 +173,7 @@ def review_privacy(data_dir: DataDir, job: dict[str, Any]) -> PrivacyReview:
     _roster_section(data_dir, spec, rev)
     _fedprox_line(spec, rev)
     _class_weights_line(spec, rev)
+    _logit_adjustment_line(spec, rev)
     _server_line(spec, rev)
     _dp_section(data_dir, spec, rev)
     _he_section(data_dir, spec, rev)
@@ -203,6 +204,15 @@ def _class_weights_line(spec: JobSpec, rev: PrivacyReview) -> None:
         weights = ", ".join(f"{w:g}" for w in spec.train.class_weights)
         rev.lines.append(f"class-weighted loss ({weights}, one per class): each image's loss is scaled by "
                          "its class's weight, from the sites' published class counts; no ε is spent on it")
+
+
+def _logit_adjustment_line(spec: JobSpec, rev: PrivacyReview) -> None:
+    """A logit-adjusted loss changes what training optimises; its offsets come from public counts."""
+    if spec.train.logit_adjustment:
+        offsets = ", ".join(f"{b:g}" for b in spec.train.logit_adjustment)
+        rev.lines.append(f"logit-adjusted loss (offsets {offsets}, one per class): the training loss adds "
+                         "each class's scaled log prior, from the sites' published class counts, to the "
+                         "logits; each image's loss depends on its own logits only; no ε is spent on it")
 
 
 def _server_line(spec: JobSpec, rev: PrivacyReview) -> None:

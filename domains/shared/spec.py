@@ -62,6 +62,11 @@ class TrainConfig:
             that under DP it is data-independent; each image's loss is scaled by its own class's
             weight and the batch is averaged over images, so its gradient depends on no other
             image. Empty (the default): every image weighs the same.
+        logit_adjustment: one offset per class added to the logits inside the training loss only,
+            ``τ · log π_k`` from the sites' *public* class counts (the logit-adjusted loss of Menon
+            et al. 2021, :func:`logit_offsets`): the network learns logits whose argmax does not
+            favour the common class. Each image's loss still depends on its own logits alone, so
+            per-sample clipping bounds it. Empty (the default): plain cross-entropy.
     """
 
     epochs: int = 1
@@ -73,6 +78,7 @@ class TrainConfig:
     seed: int = 0
     proximal_mu: float = 0.0
     class_weights: tuple[float, ...] = ()
+    logit_adjustment: tuple[float, ...] = ()
 
     def validate(self) -> None:
         """Check every field, so a bad value fails before any site spends time training.
@@ -113,6 +119,10 @@ class TrainConfig:
                 isinstance(self.class_weights, tuple)
                 and all(_is_real(w) and w > 0 for w in self.class_weights),
                 f"class_weights must be finite numbers > 0, one per class (got {self.class_weights!r})",
+            ),
+            (
+                isinstance(self.logit_adjustment, tuple) and all(_is_real(w) for w in self.logit_adjustment),
+                f"logit_adjustment must be finite numbers, one per class (got {self.logit_adjustment!r})",
             ),
         ]
         for ok, message in rules:
@@ -227,11 +237,12 @@ class JobSpec:
         self._validate_roster()
 
     def _validate_class_weights(self) -> None:
-        weights = self.train.class_weights
-        if weights and (self.multi_label or len(weights) != self.num_classes):
-            raise TrainingError(f"class_weights need one weight per class of a multi-class job "
-                                f"({self.num_classes} classes, multi_label={self.multi_label}; "
-                                f"got {len(weights)})")
+        for name in ("class_weights", "logit_adjustment"):
+            values = getattr(self.train, name)
+            if values and (self.multi_label or len(values) != self.num_classes):
+                raise TrainingError(f"{name} need one value per class of a multi-class job "
+                                    f"({self.num_classes} classes, multi_label={self.multi_label}; "
+                                    f"got {len(values)})")
 
     def _validate_roster(self) -> None:
         """The roster names every site of the job; an aggregate needs min_contributions of them."""
@@ -273,6 +284,7 @@ class JobSpec:
             values = dict(data)
             train = dict(values.get("train", {}))
             train["class_weights"] = tuple(train.get("class_weights", ()))  # a list after JSON
+            train["logit_adjustment"] = tuple(train.get("logit_adjustment", ()))
             values["train"] = TrainConfig(**train)
             if values.get("dp") is not None:
                 values["dp"] = DPConfig(**values["dp"])
@@ -301,3 +313,21 @@ def balanced_weights(class_counts: Sequence[int]) -> tuple[float, ...]:
         raise TrainConfigError(f"balanced class weights need an image of every class (got {counts})")
     total, k = sum(counts), len(counts)
     return tuple(round(total / (k * c), 4) for c in counts)
+
+
+def logit_offsets(class_counts: Sequence[int], *, tau: float = 1.0) -> tuple[float, ...]:
+    """The logit-adjusted loss's offsets ``τ · log(n_k / N)`` from class counts.
+
+    >>> logit_offsets([388, 3494])
+    (-2.3031, -0.1053)
+
+    Raises:
+        TrainConfigError: for a class with no image (its log prior would be -inf) or τ <= 0.
+    """
+    counts = [int(c) for c in class_counts]
+    if not counts or min(counts) <= 0:
+        raise TrainConfigError(f"a logit-adjusted loss needs an image of every class (got {counts})")
+    if not (_is_real(tau) and tau > 0):
+        raise TrainConfigError(f"logit_tau must be > 0 (got {tau!r})")
+    total = sum(counts)
+    return tuple(round(tau * math.log(c / total), 4) for c in counts)

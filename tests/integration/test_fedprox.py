@@ -87,18 +87,21 @@ def test_fedprox_job_runs_with_mu_in_the_approved_constant(federation: dict[str,
 
 
 def test_a_class_weighted_job_takes_its_weights_from_the_published_counts(federation: dict[str, Any]) -> None:
-    from domains.shared.spec import balanced_weights
+    from domains.shared.spec import balanced_weights, logit_offsets
 
-    job = _new_job(federation, "balanced-dp", dp=True, class_weights="balanced")  # with FedProx, too
+    job = _new_job(federation, "balanced-dp", dp=True, class_weights="balanced",  # with FedProx, too
+                   loss="logit-adjusted", logit_tau=2.0)
     counts = [sum(site.metadata("chest")["class_counts"][name] for site in job.sites)
               for name in ("normal", "pneumonia")]
     job.submit()
     spec = job.state().spec
     assert spec.train.class_weights == balanced_weights(counts)  # the union of the shards is balanced here
+    assert spec.train.logit_adjustment == logit_offsets(counts, tau=2.0)
     for site in federation["sites"]:
         request = _request_id(site, spec.function_name)
         shown = run_cli("domain", "review", request, "--data-dir", str(site.data_dir.path))
         assert shown.code == 0 and "class-weighted loss (" in shown.out, shown.out
+        assert "logit-adjusted loss (offsets " in shown.out, shown.out
     approve_all(federation["sites"])
     job.wait_for_approval(timeout=30)
     result = job.run(progress=False)  # DP-SGD with the weighted loss, under the site's own Opacus

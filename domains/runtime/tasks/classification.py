@@ -23,20 +23,26 @@ from domains.shared.spec import JobSpec
 
 
 class WeightedCrossEntropy(nn.Module):
-    """Cross-entropy with each image's loss scaled by its class's weight, averaged over images.
+    """Cross-entropy with each image's loss scaled by its class's weight, averaged over images,
+    of the logits plus fixed per-class offsets (the logit-adjusted loss; none: zeros).
 
     Not ``nn.CrossEntropyLoss(weight=...)``: that divides by the batch's summed weights, so one
     image's gradient would depend on the other images' labels, which DP-SGD's per-sample clipping
-    does not bound. Here image i's gradient is ``w[y_i] ∇l_i``, its own.
+    does not bound. Here image i's gradient is ``w[y_i] ∇l_i(z_i + b)``, its own.
     """
 
-    def __init__(self, weights: tuple[float, ...]) -> None:
+    def __init__(self, weights: tuple[float, ...], offsets: tuple[float, ...] = ()) -> None:
         super().__init__()
-        self.weights = torch.tensor(weights, dtype=torch.float32)
+        self.weights = torch.tensor(weights, dtype=torch.float32) if weights else None
+        self.offsets = torch.tensor(offsets, dtype=torch.float32) if offsets else None
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.offsets is not None:
+            logits = logits + self.offsets.to(logits.device)
         per_image = nn.functional.cross_entropy(logits, targets, reduction="none")
-        return (per_image * self.weights.to(logits.device)[targets]).mean()
+        if self.weights is not None:
+            per_image = per_image * self.weights.to(logits.device)[targets]
+        return per_image.mean()
 
 
 class Classification(Task):
@@ -44,15 +50,19 @@ class Classification(Task):
 
     kind: ClassVar[str] = "classification"
 
-    def __init__(self, *, multi_label: bool = False, class_weights: tuple[float, ...] = ()) -> None:
-        if class_weights and multi_label:
-            raise TrainingError("class_weights apply to multi-class labels, not multi-label ones")
+    def __init__(self, *, multi_label: bool = False, class_weights: tuple[float, ...] = (),
+                 logit_adjustment: tuple[float, ...] = ()) -> None:
+        if (class_weights or logit_adjustment) and multi_label:
+            raise TrainingError("class_weights and logit_adjustment apply to multi-class labels, not "
+                                "multi-label ones")
         self.multi_label = multi_label
         self.class_weights = tuple(class_weights)
+        self.logit_adjustment = tuple(logit_adjustment)
 
     @classmethod
     def of(cls, spec: JobSpec) -> Classification:
-        return cls(multi_label=spec.multi_label, class_weights=spec.train.class_weights)
+        return cls(multi_label=spec.multi_label, class_weights=spec.train.class_weights,
+                   logit_adjustment=spec.train.logit_adjustment)
 
     def build_model(self, spec: JobSpec) -> nn.Module:
         return models.build_model(spec.model, in_channels=spec.in_channels, num_classes=spec.num_classes,
@@ -70,7 +80,9 @@ class Classification(Task):
     def loss(self) -> nn.Module:
         if self.multi_label:
             return nn.BCEWithLogitsLoss()
-        return WeightedCrossEntropy(self.class_weights) if self.class_weights else nn.CrossEntropyLoss()
+        if self.class_weights or self.logit_adjustment:
+            return WeightedCrossEntropy(self.class_weights, self.logit_adjustment)
+        return nn.CrossEntropyLoss()
 
     def evaluate(self, model: nn.Module, images: np.ndarray, labels: np.ndarray) -> EvalResult:
         return evaluation.evaluate_model(model, images, labels, multi_label=self.multi_label)

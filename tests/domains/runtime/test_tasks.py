@@ -182,6 +182,27 @@ def test_a_class_weighted_loss_gives_each_image_its_own_gradient() -> None:
         Classification(multi_label=True, class_weights=(1.0, 2.0))
 
 
+def test_a_logit_adjusted_loss_gives_each_image_its_own_gradient() -> None:
+    """The logit-adjusted loss is cross-entropy of z_i + b for fixed offsets b: image i's gradient
+    is its own, with or without class weights, and without offsets it is plain cross-entropy."""
+    offsets = (-2.3, -0.1)
+    loss = Classification(class_weights=(5.0, 0.5), logit_adjustment=offsets).loss()
+    torch.manual_seed(0)
+    logits = torch.randn(4, 2, requires_grad=True)
+    for labels in ([0, 1, 1, 1], [0, 0, 0, 1]):
+        targets = torch.tensor(labels)
+        (grad,) = torch.autograd.grad(loss(logits, targets) * len(labels), logits)
+        shifted = logits[:1] + torch.tensor(offsets)
+        alone = torch.autograd.grad(nn.functional.cross_entropy(shifted, targets[:1]), logits)[0][0]
+        assert torch.allclose(grad[0], 5.0 * alone)
+    plain = Classification(logit_adjustment=offsets).loss()
+    targets = torch.tensor([0, 1, 1, 1])
+    expected = nn.functional.cross_entropy(logits + torch.tensor(offsets), targets)
+    assert torch.allclose(plain(logits, targets), expected)
+    with pytest.raises(TrainingError, match="multi-class labels, not multi-label"):
+        Classification(multi_label=True, logit_adjustment=offsets)
+
+
 def test_a_class_weighted_job_trains_under_dp_sgd() -> None:
     spec = JobSpec(dataset="scans", model="small-cnn", in_channels=1, num_classes=2, image_size=28,
                    multi_label=False, rounds=1, train=TrainConfig(class_weights=(3.0, 0.6)))

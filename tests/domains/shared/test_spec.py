@@ -47,9 +47,27 @@ def test_class_weights_are_checked_against_the_job() -> None:
     with pytest.raises(TrainConfigError, match="class_weights must be finite numbers > 0"):
         TrainConfig(class_weights=(1.0, -2.0)).validate()
     base = {"dataset": "d", "model": "small-cnn", "in_channels": 1, "image_size": 28, "rounds": 1}
-    with pytest.raises(TrainingError, match="one weight per class of a multi-class job"):
+    with pytest.raises(TrainingError, match="one value per class of a multi-class job"):
         JobSpec(**base, num_classes=3, multi_label=False, train=TrainConfig(class_weights=(1.0, 2.0)))
-    with pytest.raises(TrainingError, match="one weight per class of a multi-class job"):
+    with pytest.raises(TrainingError, match="one value per class of a multi-class job"):
         JobSpec(**base, num_classes=2, multi_label=True, train=TrainConfig(class_weights=(1.0, 2.0)))
     spec = JobSpec(**base, num_classes=2, multi_label=False, train=TrainConfig(class_weights=(1.0, 2.0)))
+    assert JobSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec  # a list after JSON
+
+
+def test_logit_adjustment_comes_from_counts_and_is_checked_against_the_job() -> None:
+    from domains.shared.spec import TrainConfig, logit_offsets
+
+    assert logit_offsets([388, 3494]) == (-2.3031, -0.1053)
+    assert logit_offsets([388, 3494], tau=2.0) == (-4.6062, -0.2106)
+    with pytest.raises(TrainConfigError, match="needs an image of every class"):
+        logit_offsets([10, 0])
+    with pytest.raises(TrainConfigError, match="logit_tau must be > 0"):
+        logit_offsets([1, 2], tau=0.0)
+    with pytest.raises(TrainConfigError, match="logit_adjustment must be finite numbers"):
+        TrainConfig(logit_adjustment=(1.0, float("nan"))).validate()
+    base = {"dataset": "d", "model": "small-cnn", "in_channels": 1, "image_size": 28, "rounds": 1}
+    with pytest.raises(TrainingError, match="logit_adjustment need one value per class"):
+        JobSpec(**base, num_classes=3, multi_label=False, train=TrainConfig(logit_adjustment=(-1.0, -0.5)))
+    spec = JobSpec(**base, num_classes=2, multi_label=False, train=TrainConfig(logit_adjustment=(-2.3, -0.1)))
     assert JobSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec  # a list after JSON
