@@ -124,8 +124,9 @@ def _write_job(workdir: Path, sites: list[Any], args: argparse.Namespace) -> Pat
         + ('roster = "keys/roster.json"\n' if not (args.no_he or args.no_roster) else "")
     )
     job = (
-        f'[job]\ndataset = "chest-xray"\nmodel = "auto"\nrounds = {args.rounds}\n'
-        f"local_epochs = {args.local_epochs}\nbatch_size = {args.batch_size}\n"
+        f'[job]\ndataset = "chest-xray"\nmodel = "{args.model}"\nrounds = {args.rounds}\n'
+        + (f'recipe = "{args.recipe}"\n' if args.recipe else "")
+        + f"local_epochs = {args.local_epochs}\nbatch_size = {args.batch_size}\n"
         f'optimizer = "{args.optimizer}"\n'
         f"lr = {args.lr}\nval_fraction = {args.val_fraction}\n"
         f"fraction = 1.0\nmin_sites = 2\nround_timeout = 120\napproval_timeout = 60\n"
@@ -227,10 +228,36 @@ def _key_ceremony(workdir: Path, args: argparse.Namespace) -> dict[str, dict[str
             for name, folder in fed.kits.items()}
 
 
+# recipe keys ([job], orchestrator.recipes) -> the demo's flags (their dests); a recipe's "model" is written
+# as the job's model instead of "auto"
+_RECIPE_FLAGS = ("optimizer", "lr", "batch_size", "rounds", "local_epochs", "loss", "logit_tau",
+                 "class_weights")
+_FLAG_DEFAULTS: dict[str, Any] = {}
+
+
+def _apply_recipe(args: argparse.Namespace) -> None:
+    """``--recipe NAME``: the recipe's value for every flag it sets that was left at its default."""
+    from orchestrator.errors import ConfigError
+    from orchestrator.recipes import recipe_defaults
+
+    try:
+        values = recipe_defaults(args.recipe)
+    except ValueError as exc:
+        raise ConfigError(f"--recipe: {exc}") from exc
+    for key in _RECIPE_FLAGS:
+        if key in values and getattr(args, key) == _FLAG_DEFAULTS.get(key):
+            setattr(args, key, values[key])
+    args.model = values.get("model", "auto")
+
+
 def run(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir).resolve()
     from orchestrator.config import ROBUST_STRATEGIES
     from orchestrator.errors import ConfigError
+
+    args.model = "auto"
+    if args.recipe:
+        _apply_recipe(args)
 
     if args.strategy in ROBUST_STRATEGIES and not args.no_he:
         raise ConfigError(f"--strategy {args.strategy} needs --no-he: additive encryption can only add the "
@@ -324,6 +351,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="logit-adjusted: add τ log(n_k / N), from the published class counts, to the "
                         "logits in training (default cross-entropy)")
     p.add_argument("--logit-tau", type=float, default=1.0, help="τ of the logit-adjusted loss (default 1.0)")
+    p.add_argument("--recipe", help="a measured recipe (orchestrator/recipes.py, e.g. "
+                   "dp-logit-adjusted): its values for every training flag left at its default")
     p.add_argument("--no-baseline", action="store_true",
                    help="skip the centralized model trained on the union for comparison")
     p.add_argument("--target-epsilon", type=float, default=8.0,
@@ -349,3 +378,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "contents the demo replaces; any other folder is refused untouched")
     p.add_argument("--keep-running", action="store_true", help="leave the datasites up")
     p.set_defaults(handler=run)
+    _FLAG_DEFAULTS.update({a.dest: a.default for a in p._actions})

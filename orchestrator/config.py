@@ -4,6 +4,7 @@ Example::
 
     [job]
     dataset = "chest-xray"        # the dataset name on every datasite
+    # recipe = "dp-logit-adjusted"  # a measured recipe's values for every key left out (recipes.py)
     model = "auto"                # small-cnn for <= 64 px, resnet18 above; or a registry name
     rounds = 3
     local_epochs = 1
@@ -180,6 +181,7 @@ class JobConfig:
     run_dir: str = "runs/job"
     strategy: str = "fedavg"
     proximal_mu: float = 0.0
+    recipe: str | None = None  # a named recipe whose values filled in the keys left out (recipes.py)
     class_weights: str = "none"  # "balanced": from the sites' public class counts (multi-class)
     loss: str = "cross-entropy"  # "logit-adjusted": τ·log prior offsets from the public class counts
     logit_tau: float = 1.0

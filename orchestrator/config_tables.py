@@ -115,6 +115,7 @@ class _PrivacyTable(_Table):
 
 
 class _JobTable(_Table):
+    recipe: str | None = None
     dataset: str = Field(examples=["chest-xray"])
     model: str = JobConfig.model
     rounds: int = Field(JobConfig.rounds, ge=1)
@@ -140,6 +141,16 @@ class _JobTable(_Table):
     server_momentum: float | None = Field(None, ge=0, lt=1)
     server_beta2: float | None = Field(None, ge=0, lt=1)
     server_tau: float | None = Field(None, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recipe_fills_in_defaults(cls, data: Any) -> Any:
+        """A named recipe's values under the keys the file leaves out (orchestrator.recipes)."""
+        if isinstance(data, dict) and isinstance(data.get("recipe"), str):
+            from orchestrator.recipes import recipe_defaults
+
+            return {**recipe_defaults(data["recipe"]), **data}
+        return data
 
     @model_validator(mode="after")
     def _strategy_has_its_parameters(self) -> Self:

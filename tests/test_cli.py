@@ -132,3 +132,19 @@ def test_the_docs_list_the_demos_defaults() -> None:
     for flag_cell, default_cell in rows:
         flag, documented = flag_cell.strip().strip("`"), default_cell.strip()
         assert str(defaults[flag]) == documented, f"{flag}: docs {documented}, demo {defaults[flag]}"
+
+
+def test_demo_recipe_fills_in_the_flags_left_at_their_defaults(tmp_path: Path) -> None:
+    from medsyft.cli import build_parser
+    from medsyft.demo import _apply_recipe
+    from orchestrator.recipes import RECIPES
+
+    args = build_parser().parse_args(["demo", "--recipe", "dp-logit-adjusted", "--rounds", "3"])
+    _apply_recipe(args)
+    values = RECIPES["dp-logit-adjusted"].values
+    assert args.rounds == 3  # given on the command line: it wins
+    for key in ("lr", "batch_size", "optimizer", "loss", "logit_tau", "class_weights", "model"):
+        assert getattr(args, key) == values[key], key
+    workdir = tmp_path / "demo"
+    result = run_cli("demo", "--recipe", "dp-fastest", "--workdir", str(workdir))
+    assert result.code == 2 and "--recipe: unknown recipe 'dp-fastest'" in result.err and not workdir.exists()

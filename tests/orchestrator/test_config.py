@@ -401,3 +401,18 @@ def test_config_server_optimizers_take_flowers_defaults_unless_set(tmp_path: Pat
                                  "server_momentum = 0.9", privacy=NO_HE))
     assert momentum.server_step() == ServerStep(kind="fedavgm", lr=1.0, momentum=0.9)
     assert load_config(write(tmp_path, 'dataset = "c"', privacy=NO_HE)).server_step() is None
+
+
+def test_a_named_recipe_fills_in_the_keys_the_file_leaves_out(tmp_path: Path) -> None:
+    from orchestrator.recipes import RECIPES
+
+    text = 'dataset = "c"\nrecipe = "dp-logit-adjusted"\nrounds = 4'
+    config = load_config(write(tmp_path, text, privacy=NO_HE))
+    values = RECIPES["dp-logit-adjusted"].values
+    assert config.recipe == "dp-logit-adjusted" and config.rounds == 4  # the file wins
+    for key in ("lr", "batch_size", "optimizer", "loss", "logit_tau", "class_weights", "model"):
+        assert getattr(config, key) == values[key], key
+    path = write(tmp_path, 'dataset = "c"\nrecipe = "dp-fast"', privacy=NO_HE)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == f"{path} [job]: unknown recipe 'dp-fast'; choose one of dp-logit-adjusted"
