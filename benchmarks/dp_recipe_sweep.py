@@ -11,7 +11,8 @@ sharding) keeps its DP hold-out (:func:`domains.runtime.noisy_metrics.hash_split
 with the job's task (:func:`domains.runtime.tasks.task_for`: the same loss, class weights and
 logit offsets the sites use) under real Opacus at the σ each site derives for a target ε (validation
 releases at σ_eval = 5 included, as the ledger charges them), and the models are averaged by
-FedAvg. HE is left out: it changes no number here beyond its fixed-point rounding. Prints one
+FedAvg (``"dp": false`` in a recipe trains without DP, for the plaintext goals). HE is left out:
+it changes no number here beyond its fixed-point rounding. Prints one
 row per recipe and seed (σ, exact test ACC/AUC, the spread of the logit margin between the classes),
 then mean ± std per recipe. For the headline, run the winning recipe through the real demo
 (``benchmarks/recipes.py``); this script only narrows the search.
@@ -85,8 +86,8 @@ def run(recipe: dict[str, Any], seed: int, sites: list[tuple[np.ndarray, np.ndar
             model = task.build_model(spec)
             set_weights(model, global_weights)
             config = dataclasses.replace(train, seed=seed + 100 * round_number + k)
-            train_local(model, images, labels, config=config, task=task,
-                        dp=DPTraining(noise_multiplier=sigma, max_grad_norm=r["clip"]))
+            dp = DPTraining(noise_multiplier=sigma, max_grad_norm=r["clip"]) if r.get("dp", True) else None
+            train_local(model, images, labels, config=config, task=task, dp=dp)
             updates.append((get_weights(model), len(labels)))
         global_weights = fedavg(updates)
     model = task.build_model(spec)
