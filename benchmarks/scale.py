@@ -10,7 +10,8 @@ work per site at every N) and makes the scientist's accounts: the **start-up**. 
 (small CNN, 2 local epochs, batch 64, σ = 1) runs ``--rounds`` rounds through the orchestrator:
 the **steady round** is the median of rounds 2.. (round 1 pays the first imports). ``--he``
 aggregates under HE as well (from N = 2; needs no roster). After the job it reads every datasite
-process tree's resident memory (``/proc``, children included) and the orchestrator's own. On a
+process tree's resident memory (``/proc``, children included) and the orchestrator's own (this
+process without its children, which the datasites are; it keeps what earlier sizes left). On a
 2-core machine every site's training shares the same two cores, so the round time of N sites is
 bounded below by N × one site's training: the ratio to N = 1 says how far beyond that it grows.
 Numbers go to docs/performance.md.
@@ -30,8 +31,8 @@ from typing import Any
 import pandas as pd
 
 
-def _rss_mb(pid: int) -> float:
-    """Resident memory of *pid* and all its descendants, in MB."""
+def _rss_mb(pid: int, *, children: bool = True) -> float:
+    """Resident memory of *pid* and (unless not *children*) all its descendants, in MB."""
     total, todo = 0.0, [pid]
     while todo:
         current = todo.pop()
@@ -39,7 +40,7 @@ def _rss_mb(pid: int) -> float:
             status = Path(f"/proc/{current}/status").read_text()
             rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
             total += rss / 1024
-            for task in Path(f"/proc/{current}/task").iterdir():
+            for task in Path(f"/proc/{current}/task").iterdir() if children else ():
                 children = (task / "children").read_text().split()
                 todo += [int(c) for c in children]
         except (OSError, StopIteration):
@@ -96,10 +97,12 @@ def one_size(n: int, root: Path, *, per_site: int, rounds: int, he: bool) -> dic
         training = time.perf_counter() - t
         round_s = result.timing["round_s"].tolist()
         per_site = [_rss_mb(pid) for pid in (read_pid(s.data_dir) for s in sites) if pid]
-        return {"sites": n, "he": he, "deploy_s": deployed, "startup_s": startup,
-                "round1_s": round_s[0], "steady_round_s": statistics.median(round_s[1:]) if len(round_s) > 1
-                else round_s[0], "training_s": training, "rss_per_site_mb": statistics.mean(per_site),
-                "rss_sites_total_mb": sum(per_site), "orchestrator_rss_mb": _rss_mb(os.getpid())}
+        steady = statistics.median(round_s[1:]) if len(round_s) > 1 else round_s[0]
+        own = _rss_mb(os.getpid(), children=False)  # the datasites are this process's children
+        return {"sites": n, "he": he, "deploy_s": deployed, "startup_s": startup, "round1_s": round_s[0],
+                "steady_round_s": steady, "training_s": training,
+                "rss_per_site_mb": statistics.mean(per_site),
+                "rss_sites_total_mb": sum(per_site), "orchestrator_rss_mb": own}
     finally:
         for site in sites:
             site.stop()
