@@ -82,19 +82,14 @@ def run_release(release: dict[str, Any], payload: dict[str, Any]) -> dict[str, A
     data_dir = DataDir(os.environ["MEDSYFT_DATA_DIR"])
     spec = JobSpec.from_dict(release["job"])
     folder = data_dir.jobs_dir / spec.job_id
-    if spec.he is None or not (folder / FINAL_RECORD).exists():
-        raise TrainingError(f"job {spec.job_id} has no encrypted final model on this datasite "
-                            "(it did not run here, or not to its final call)")
-    record = json.loads((folder / FINAL_RECORD).read_text())
-    if JobSpec.from_dict(record["spec"]) != spec:
-        raise TrainingError(f"the release describes job {spec.job_id} differently from the job this "
-                            "datasite ran; it must name the approved job unchanged")
+    record = _final_record(data_dir, spec, "release")
     index, n_sites = roster_position(data_dir, spec, release)
     sent = payload.get("final") if isinstance(payload, dict) else None
     encrypted = EncryptedVector.from_dict(sent) if isinstance(sent, dict) else None
     if encrypted is None or encrypted.digest() != record["digest"]:
         raise TrainingError("the ciphertext to release is not the final model this datasite "
                             f"evaluated for job {spec.job_id}; send the run's last global model")
+    assert spec.he is not None  # _final_record refuses a job without HE
     context = he_key.load(data_dir, expect=spec.he.key_id)
     if spec.server is None:
         share = release_share(context, encrypted, job_id=spec.job_id, site_index=index, n_sites=n_sites)
@@ -161,18 +156,25 @@ def _record(data_dir: DataDir, spec: JobSpec) -> dict[str, Any]:
     return out
 
 
-def kept_model(data_dir: DataDir, spec: JobSpec) -> np.ndarray:
-    """The final model this datasite decrypted and evaluated at *spec*'s final call (released or
-    not), for a cross-site evaluation; refused unless it kept one for exactly this job."""
+def _final_record(data_dir: DataDir, spec: JobSpec, what: str) -> dict[str, Any]:
+    """``final.json`` of *spec*, once it is exactly the job this site ran (*what* asks: the release
+    or the evaluation); TrainingError when there is none or it names another job."""
     folder = data_dir.jobs_dir / spec.job_id
     if spec.he is None or not (folder / FINAL_RECORD).exists():
         raise TrainingError(f"job {spec.job_id} has no encrypted final model on this datasite "
                             "(it did not run here, or not to its final call)")
-    record = json.loads((folder / FINAL_RECORD).read_text())
+    record: dict[str, Any] = json.loads((folder / FINAL_RECORD).read_text())
     if JobSpec.from_dict(record["spec"]) != spec:
-        raise TrainingError(f"the evaluation describes job {spec.job_id} differently from the job this "
+        raise TrainingError(f"the {what} describes job {spec.job_id} differently from the job this "
                             "datasite ran; it must name the approved job unchanged")
-    return np.asarray(np.load(folder / FINAL_MODEL), dtype=np.float32)
+    return record
+
+
+def kept_model(data_dir: DataDir, spec: JobSpec) -> np.ndarray:
+    """The final model this datasite decrypted and evaluated at *spec*'s final call (released or
+    not), for a cross-site evaluation; refused unless it kept one for exactly this job."""
+    _final_record(data_dir, spec, "evaluation")
+    return np.asarray(np.load(data_dir.jobs_dir / spec.job_id / FINAL_MODEL), dtype=np.float32)
 
 
 def released_model(data_dir: DataDir, job_id: str) -> tuple[JobSpec, np.ndarray]:
