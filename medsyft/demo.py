@@ -194,6 +194,9 @@ def _report_final(config: Any, fed: Any, args: argparse.Namespace) -> None:
     if args.no_baseline:
         return
     central = train_centralized(config, fed.spec)
+    from orchestrator import baseline
+
+    baseline.save(central, fed.run_dir)  # run/baseline.csv, as `medsyft baseline` keeps it
     print(f"\nfederated ({config.strategy}) vs centralized: "
           "same model, hyperparameters and DP settings; test split first (neither trained or tuned on "
           "it), then the sites' validation images, all scored exactly here, in the simulation:")

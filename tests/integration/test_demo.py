@@ -31,6 +31,8 @@ def test_demo_prints_epsilon_and_wire_cost_and_releases_the_model(tmp_path: Path
                      r"trained, tuned or validated on\): accuracy 0\.\d{3}, ROC-AUC 0\.\d{3}", out)
     assert "federated (fedavg) vs centralized" in out and "test_accuracy" in out and "val_accuracy" in out
     assert (tmp_path / "demo/run/curves.png").exists()
+    central = (tmp_path / "demo/run/baseline.csv").read_text()  # the comparison's centralized side, kept
+    assert central.startswith("accuracy,auc,loss,wall_s,n_train,n_val,test_accuracy,test_auc,n_test\n")
     job_toml = (tmp_path / "demo/job.toml").read_text()
     assert "batch_size = 48\n" in job_toml and "val_fraction = 0.25\n" in job_toml
     assert "datasites stopped" in out
