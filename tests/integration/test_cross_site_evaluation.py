@@ -217,6 +217,25 @@ def test_an_evaluation_naming_the_training_dataset_or_bound_to_it_is_refused(
     assert _ledger(h1, "chest-test") == before  # refused before any charge
 
 
+def test_an_evaluation_over_the_test_datasets_budget_cannot_be_approved(
+        encrypted: dict[str, Any], federation: dict[str, Any]) -> None:
+    from domains.errors import PolicyRefused
+    from domains.shared.eval_spec import EvalSpec
+    from orchestrator import evaluate
+
+    job = encrypted["job"]
+    greedy = EvalSpec(job=encrypted["result"].spec, dataset="chest-test", noise_multiplier=0.1)  # ε > 10
+    by_name = {s.config.name: s for s in federation["sites"]}
+    before = {name: _ledger(site, "chest-test") for name, site in by_name.items()}
+    for sub in evaluate.submit_evaluation(job.sites, greedy, job.run_dir):
+        book = RequestBook(by_name[sub.site].data_dir)
+        assert any("does not fit" in r for r in book.review(sub.request_id).privacy.refusals)
+        with pytest.raises(PolicyRefused, match="does not fit the test dataset's remaining budget"):
+            book.approve(sub.request_id)
+        book.deny(sub.request_id, reason="over the test set's budget")
+    assert {name: _ledger(site, "chest-test") for name, site in by_name.items()} == before
+
+
 def test_a_plaintext_jobs_final_model_is_sent_and_scored(federation: dict[str, Any]) -> None:
     from domains.shared.counts import pool
     from orchestrator.errors import NotApproved
