@@ -10,6 +10,7 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from domains.shared.counts import BINS
 from orchestrator.config import (
     ROBUST_STRATEGIES,
     SERVER_STRATEGIES,
@@ -74,8 +75,8 @@ class _EvaluationTable(_Table):
         if not self.noise_multiplier > 0:
             raise ValueError(f"noise_multiplier must be > 0 (got {self.noise_multiplier}): the test counts "
                              "are always released with DP noise")
-        if self.bins < 2 or 200 % self.bins:
-            raise ValueError(f"bins must divide 200 and be at least 2 (got {self.bins}); e.g. 4, 10 or 20")
+        if self.bins < 2 or BINS % self.bins:
+            raise ValueError(f"bins must divide {BINS} and be at least 2 (got {self.bins}); e.g. 4, 10 or 20")
         return self
 
 

@@ -20,8 +20,8 @@ requests, and the results. ``RUN_DIR/evaluation/latest`` names the current one.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +53,15 @@ class CrossSiteResult:
     privacy: dict[str, dict[str, Any]] = field(default_factory=dict)
     not_evaluated: dict[str, str] = field(default_factory=dict)  # site -> why (denied, refused)
 
-    @property
+    @cached_property
     def pooled(self) -> EvalResult:
         return pool(list(self.per_site.values()))
+
+    @cached_property
+    def pooled_noise_sd(self) -> tuple[float, float]:
+        """The pooled accuracy's and AUC's noise sd (a bootstrap: computed once per result)."""
+        return noise_sd(self.pooled, eval_noise_multiplier=self.spec.noise_multiplier,
+                        sites=len(self.per_site))
 
     def table(self) -> pd.DataFrame:
         """One row per site and a pooled row: noisy n, accuracy and AUC with their noise sd, ε."""
@@ -69,7 +75,7 @@ class CrossSiteResult:
                          "ε spent": eps.get("epsilon"),
                          "ε left on dataset": eps.get("dataset_epsilon_remaining")})
         pooled = self.pooled
-        acc_sd, auc_sd = noise_sd(pooled, eval_noise_multiplier=sigma, sites=len(self.per_site))
+        acc_sd, auc_sd = self.pooled_noise_sd
         rows.append({"site": "pooled", "images (noisy)": pooled.n, "test accuracy": pooled.accuracy,
                      "± (noise sd)": acc_sd, "test ROC-AUC": pooled.auc, "± (AUC noise sd)": auc_sd,
                      "ε spent": None, "ε left on dataset": None})
@@ -78,8 +84,7 @@ class CrossSiteResult:
     def line(self) -> str:
         """The headline: the pooled test score over every site's private test split."""
         pooled = self.pooled
-        acc_sd, auc_sd = noise_sd(pooled, eval_noise_multiplier=self.spec.noise_multiplier,
-                                  sites=len(self.per_site))
+        acc_sd, auc_sd = self.pooled_noise_sd
         eps = [p["epsilon"] for p in self.privacy.values() if p.get("epsilon") is not None]
         spent = f", ε={max(eps):.2f} per site" if eps else ""
         return (f"cross-site test ({len(self.per_site)} hospitals' private '{self.spec.dataset}', about "
@@ -148,17 +153,13 @@ def submit_evaluation(sites: list[Site], ev: EvalSpec, run_dir: RunDir) -> list[
     return submissions
 
 
-def status_table(sites: list[Site], submissions: list[Submission]) -> pd.DataFrame:
-    return approval_table(sites, submissions)
-
-
 def fetch_evaluation(sites: list[Site], ev: EvalSpec, submissions: list[Submission], run_dir: RunDir,
                      weights: Weights | None) -> CrossSiteResult:
     """Call every approved site once and pool their noisy counts; NotApproved while any is pending.
 
     A site that denied the request, or whose call was refused, is left out and named in the result.
     """
-    table = status_table(sites, submissions)
+    table = approval_table(sites, submissions)
     pending = table.loc[~table["status"].isin(["approved", "rejected"]), "site"].tolist()
     if pending:
         raise NotApproved(f"the evaluation is not yet reviewed by: {', '.join(pending)}; ask those data "
@@ -216,8 +217,5 @@ def _save_json(path: Path, data: Any) -> None:
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return str(value)
+    """numpy scalars as numbers; anything else json cannot write as its text."""
+    return value.item() if isinstance(value, np.generic) else str(value)

@@ -58,6 +58,11 @@ def strategy_for(config: JobConfig) -> Strategy:
     return FedAvg(**common)
 
 
+def _class_totals(names: tuple[str, ...], metas: dict[str, dict[str, Any]]) -> list[int]:
+    """Images per class over every site, in *names*' order, from the sites' public class counts."""
+    return [sum(int(m.get("class_counts", {}).get(name, 0)) for m in metas.values()) for name in names]
+
+
 class FederatedJob:
     """One job over the sites of a :class:`JobConfig`."""
 
@@ -168,16 +173,14 @@ class FederatedJob:
         """``class_weights = "balanced"``: from the class counts every site publishes (public)."""
         if self.config.class_weights == "none":
             return ()  # a multi-label dataset's weights are refused by JobSpec, naming the rule
-        totals = [sum(int(m.get("class_counts", {}).get(name, 0)) for m in metas.values()) for name in names]
-        return balanced_weights(totals)
+        return balanced_weights(_class_totals(names, metas))
 
     def _logit_adjustment(self, names: tuple[str, ...], metas: dict[str, dict[str, Any]]
                           ) -> tuple[float, ...]:
         """``loss = "logit-adjusted"``: τ·log priors from the class counts every site publishes."""
         if self.config.loss == "cross-entropy":
             return ()
-        totals = [sum(int(m.get("class_counts", {}).get(name, 0)) for m in metas.values()) for name in names]
-        return logit_offsets(totals, tau=self.config.logit_tau)
+        return logit_offsets(_class_totals(names, metas), tau=self.config.logit_tau)
 
     def sizes(self) -> dict[str, int]:
         """Each site's expected training-split size from its public dataset size (FedAvg weights)."""
@@ -295,7 +298,7 @@ class FederatedJob:
             submissions = evaluate.submit_evaluation(self.sites, ev, self.run_dir)
         else:
             ev, submissions = found
-        return evaluate.status_table(self.sites, submissions)
+        return approval_table(self.sites, submissions)
 
     def evaluation_spec(self) -> EvalSpec | None:
         found = evaluate.latest(self.run_dir)

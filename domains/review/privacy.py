@@ -74,6 +74,7 @@ def review_evaluation(data_dir: DataDir, evaluation: dict[str, Any]) -> PrivacyR
     (by content): a test score on images the model trained on is no test score.
     """
     from domains.runtime import cross_eval
+    from domains.runtime.final_model import FINAL_RECORD
 
     job = evaluation.get("job")
     job = job if isinstance(job, dict) else {}
@@ -106,7 +107,7 @@ def review_evaluation(data_dir: DataDir, evaluation: dict[str, Any]) -> PrivacyR
     if not numbers["fits"]:
         rev.refuse("this evaluation does not fit the test dataset's remaining budget: approval will be "
                    "refused")
-    if ev.model == "final" and not (data_dir.jobs_dir / ev.job.job_id / "final.json").exists():
+    if ev.model == "final" and not (data_dir.jobs_dir / ev.job.job_id / FINAL_RECORD).exists():
         rev.refuse(f"this datasite kept no final model of job {ev.job.job_id}: the evaluation will be "
                    "refused")
     overlap = _overlap(data_dir, ev.job.dataset, stored.images)
@@ -127,11 +128,11 @@ def _overlap(data_dir: DataDir, training: str, images: Any) -> int:
     except Exception:
         return 0
 
-    def digests(array: Any) -> set[bytes]:
-        return {hashlib.blake2b(image.tobytes(), digest_size=16).digest() for image in array}
+    def digest(image: Any) -> bytes:
+        return hashlib.blake2b(image.tobytes(), digest_size=16).digest()
 
-    trained = digests(train.images)
-    return sum(hashlib.blake2b(image.tobytes(), digest_size=16).digest() in trained for image in images)
+    trained = {digest(image) for image in train.images}
+    return sum(digest(image) in trained for image in images)
 
 
 def review_release(data_dir: DataDir, release: dict[str, Any]) -> PrivacyReview:

@@ -1,9 +1,9 @@
 """Cross-site evaluation inside a datasite: a final model scored once on this site's test data.
 
 The approved code (:data:`domains.runtime.templates.EVALUATE_TEMPLATE`) calls
-:func:`domains.runtime.entry.run_evaluation`, which runs :func:`evaluate` once under a call log of
-its own (``DIR/jobs/EVAL_ID-evaluate/``; asking again returns the same release, never a new one).
-In order, before any private image is read:
+:func:`domains.runtime.entry.run_evaluation`, which runs :func:`prepare` then :func:`release` once
+under a call log of its own (``DIR/jobs/EVAL_ID-evaluate/``; asking again returns the same release,
+never a new one). In order, before any private image is read (:func:`prepare`):
 
 1. the evaluation constant parses (:class:`~domains.shared.eval_spec.EvalSpec`), and its test
    dataset is not the dataset the job trained on;
