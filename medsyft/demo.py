@@ -34,7 +34,9 @@ from __future__ import annotations
 import argparse
 import shutil
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +144,53 @@ def _write_job(workdir: Path, sites: list[Any], args: argparse.Namespace) -> Pat
     path = workdir / "job.toml"
     path.write_text(job)
     return path
+
+
+def _publish_all(sites: list[Any], args: argparse.Namespace) -> pd.DataFrame:
+    """Every hospital publishes its shard at once: each upload is its own datasite's work."""
+    from domains.data.publish import PublishRequest
+
+    def one(index: int, site: Any) -> dict[str, Any]:
+        req = PublishRequest(source=Path(args.source) if args.source else None,
+                             shard=f"{index}/{len(sites)}", partition=args.partition,
+                             seed=args.seed, name="chest-xray", synthetic_count=args.count,
+                             image_size=args.image_size, epsilon_budget=args.epsilon_budget)
+        result = site.publish(**vars(req))
+        return {"hospital": site.config.name, "images": result.metadata["n"],
+                **result.metadata["class_counts"],
+                "ε budget": result.metadata["epsilon_budget"], "δ": result.metadata["delta"]}
+
+    with ThreadPoolExecutor(len(sites)) as pool:
+        return pd.DataFrame(list(pool.map(one, range(1, len(sites) + 1), sites)))
+
+
+class StepClock:
+    """Wall time of each demo step, so a user sees where start-up goes (run/steps.csv)."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.rows: list[dict[str, Any]] = []
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.rows.append({"step": name, "seconds": time.perf_counter() - t0})
+
+    def total(self) -> float:
+        return time.perf_counter() - self.started
+
+    def table(self) -> pd.DataFrame:
+        """Each step's seconds and share of the whole demo; "other" is printing and imports."""
+        frame = pd.DataFrame(self.rows, columns=["step", "seconds"])
+        total = self.total()
+        rest = total - frame["seconds"].sum()
+        other = pd.DataFrame([{"step": "other (imports, printing)", "seconds": rest},
+                              {"step": "whole demo", "seconds": total}])
+        frame = pd.concat([frame, other], ignore_index=True)
+        return frame.assign(share=frame["seconds"] / total)
 
 
 def _review_and_approve(sites: list[Any]) -> None:
@@ -268,14 +317,14 @@ def run(args: argparse.Namespace) -> int:
     _claim_workdir(workdir)  # first: a refused folder costs no imports and changes nothing
 
     from domains import Datasite
-    from domains.data.publish import PublishRequest
     from domains.site.lifecycle import free_ports
     from orchestrator import FederatedJob, load_config
 
-    started = time.perf_counter()
-    kits = _key_ceremony(workdir, args)
+    clock = StepClock()
+    with clock.step("key ceremony"):
+        kits = _key_ceremony(workdir, args)
     print(f"[1/7] deploying {len(HOSPITALS)} datasites on 127.0.0.1 (data in {workdir}) ...")
-    with ThreadPoolExecutor(len(HOSPITALS)) as pool:
+    with clock.step("deploy the datasites (in parallel)"), ThreadPoolExecutor(len(HOSPITALS)) as pool:
         sites = list(pool.map(
             lambda name, port: Datasite.deploy(workdir / name, name=name, port=port,
                                                he_key_file=kits.get(name, {}).get("he_key_file"),
@@ -287,41 +336,41 @@ def run(args: argparse.Namespace) -> int:
     try:
         src = "synthetic chest phantoms" if args.source is None else args.source
         print(f"[2/7] publishing {src} as {args.partition} shards, each with an ε budget ...")
-        rows = []
-        for i, site in enumerate(sites, start=1):
-            req = PublishRequest(source=Path(args.source) if args.source else None,
-                                 shard=f"{i}/{len(sites)}", partition=args.partition,
-                                 seed=args.seed, name="chest-xray", synthetic_count=args.count,
-                                 image_size=args.image_size, epsilon_budget=args.epsilon_budget)
-            result = site.publish(**vars(req))
-            rows.append({"hospital": site.config.name, "images": result.metadata["n"],
-                         **result.metadata["class_counts"],
-                         "ε budget": result.metadata["epsilon_budget"],
-                         "δ": result.metadata["delta"]})
-        print(pd.DataFrame(rows).to_string(index=False))
+        with clock.step("publish the shards (in parallel)"):
+            print(_publish_all(sites, args).to_string(index=False))
         print("[3/7] creating the data scientist's accounts and job.toml ...")
-        config = load_config(_write_job(workdir, sites, args))
-        job = FederatedJob(config)
+        with clock.step("scientist accounts, job.toml"):
+            config = load_config(_write_job(workdir, sites, args))
+            job = FederatedJob(config)
         print("[4/7] the scientist submits the job to every datasite ...")
-        print(job.submit().to_string(index=False))
+        with clock.step("submit the job"):
+            print(job.submit().to_string(index=False))
         print("[5/7] each data owner reviews the request")
-        _review_and_approve(sites)
-        job.wait_for_approval(timeout=60)
+        with clock.step("review and approve"):
+            _review_and_approve(sites)
+            job.wait_for_approval(timeout=60)
         print(f"\n[6/7] training {config.rounds} rounds across {len(sites)} hospitals ...")
-        fed = job.run(progress=True)
+        with clock.step("training rounds"):
+            fed = job.run(progress=True)
         _report_run(fed)
-        fed = _release(job, sites, fed)
-        _report_final(config, fed, args)
+        with clock.step("release the final model"):
+            fed = _release(job, sites, fed)
+        with clock.step("score the final model" + ("" if args.no_baseline else ", centralized baseline")):
+            _report_final(config, fed, args)
         print(f"\nplot: {fed.plot()}")
     finally:
         if args.keep_running:
             print(f"\ndatasites keep running; stop them with "
                   f"`medsyft domain stop --data-dir {workdir}/<hospital>`")
         else:
-            for site in sites:
-                site.stop()
+            with clock.step("stop the datasites"):
+                for site in sites:
+                    site.stop()
             print("\ndatasites stopped (rerun with --keep-running to explore them)")
-    print(f"demo finished in {time.perf_counter() - started:.1f} s")
+    steps = clock.table()
+    steps.to_csv(workdir / "run" / "steps.csv", index=False)
+    print("\nwhere the demo's time went (run/steps.csv):\n" + steps.round(2).to_string(index=False))
+    print(f"demo finished in {clock.total():.1f} s")
     return 0
 
 

@@ -121,6 +121,9 @@ def run_medsyft(source: Path, job: bundle.Job, he: bool, workdir: Path) -> tuple
                       float(timing["round_s"].iloc[1:].median()), *bundle.score(source, final),
                       float(timing["update_MB"].median()), float(down),
                       "3 datasite processes, deploy + publish + review included")
+    steps = pd.read_csv(run / "steps.csv")  # where the demo's time went, step by step
+    steps.to_csv(workdir.parent / f"{workdir.name}-steps.csv", index=False)
+    print(steps.round(2).to_string(index=False), flush=True)
     initial = RunDir(run).load_global(0)
     return outcome, ({} if initial is None else initial.to_weights())
 

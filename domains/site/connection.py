@@ -1,19 +1,27 @@
 """Log in to a running datasite as its admin, using the credentials in its data directory.
 
+A PySyft login costs about a second here (round trips, the server's bcrypt check, the API
+download), and one owner command or demo logs in to the same datasite several times (publish,
+accounts, review, release). So a process keeps one admin client per running datasite process:
+the cache key holds the datasite's pid and start time and the credentials, so a restarted
+datasite or a rotated password logs in afresh, never with a stale session.
+
 PySyft's own output is kept out of the owner's terminal by :func:`domains.site.quiet.quiet`
 (re-exported here for the modules that already import it from this one).
 """
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
 from typing import Any
 
 from domains.errors import DatasiteNotRunning
 from domains.site.datadir import DataDir
-from domains.site.lifecycle import metadata
+from domains.site.lifecycle import datasite_identity, metadata
 from domains.site.quiet import quiet
 
-__all__ = ["admin_client", "quiet", "require_running"]
+__all__ = ["admin_client", "forget_clients", "quiet", "require_running"]
 
 
 def require_running(data_dir: DataDir) -> str:
@@ -27,11 +35,29 @@ def require_running(data_dir: DataDir) -> str:
     return config.url
 
 
+_clients: dict[Path, tuple[tuple[Any, ...], Any]] = {}
+_clients_lock = threading.Lock()
+
+
 def admin_client(data_dir: DataDir) -> Any:
-    """A PySyft client logged in as this datasite's admin."""
+    """A PySyft client logged in as this datasite's admin (one login per datasite process)."""
     url = require_running(data_dir)
     creds = data_dir.read_credentials()
-    with quiet():
-        import syft as sy
+    key = (datasite_identity(data_dir), url, creds.email, creds.password)
+    path = data_dir.path.resolve()
+    with _clients_lock:
+        cached = _clients.get(path)
+        if cached is not None and cached[0] == key and key[0] is not None:
+            return cached[1]
+        with quiet():
+            import syft as sy
 
-        return sy.login(url=url, email=creds.email, password=creds.password)
+            client = sy.login(url=url, email=creds.email, password=creds.password)
+        _clients[path] = (key, client)  # replaces a restarted datasite's client
+        return client
+
+
+def forget_clients() -> None:
+    """Drop every cached admin client (the next call logs in again)."""
+    with _clients_lock:
+        _clients.clear()

@@ -64,6 +64,18 @@ def read_pid(data_dir: DataDir) -> int | None:
     return proc.pid if proc is not None else None
 
 
+def datasite_identity(data_dir: DataDir) -> tuple[int, float] | None:
+    """(pid, start time) of this directory's live datasite process, or None: two processes
+    never share both, so a restart changes it."""
+    proc = _datasite_process(data_dir)
+    if proc is None:
+        return None
+    try:
+        return proc.pid, proc.create_time()
+    except psutil.Error:
+        return None
+
+
 def _read_pid_file(data_dir: DataDir) -> tuple[int, float | None] | None:
     """The pid file's pid and start time (None in pid files written before it was recorded)."""
     try:

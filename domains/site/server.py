@@ -85,7 +85,9 @@ def serve(data_dir: DataDir) -> None:
     guards = syft_guard.apply(data_dir.file(AUDIT_FILE))
     print(f"medsyft: PySyft access guards: {', '.join(guards)}", file=sys.stderr, flush=True)
     from domains.runtime import warm
-    warm.start()  # the first job call would otherwise pay torch's, Opacus's and MONAI's imports
+    # the first job call would otherwise pay torch's, Opacus's and MONAI's imports; once serving,
+    # so that they do not slow the start-up itself
+    warm.start(serving=(config.host, config.port))
 
     uvicorn.run(
         syft_guard.app_factory,

@@ -35,3 +35,20 @@ def test_a_failing_import_is_logged_and_left_to_the_call(capsys: pytest.CaptureF
 def test_it_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(warm.ENV_SWITCH, "0")
     assert warm.start() is None
+
+
+def test_a_datasite_warms_only_once_it_serves() -> None:
+    """Warming competes with the datasite's own start-up (and its neighbours') on a small machine,
+    so ``serving=`` holds the imports back until the port accepts connections."""
+    code = ("import os, socket, sys, time\n"
+            "os.environ['MEDSYFT_WARM_RUNTIME'] = '1'\n"
+            "from domains.runtime import warm\n"
+            "sock = socket.socket(); sock.bind(('127.0.0.1', 0))\n"
+            "thread = warm.start(serving=('127.0.0.1', sock.getsockname()[1]))\n"
+            "time.sleep(1.5)\n"
+            "print('opacus' in sys.modules)\n"
+            "sock.listen(); thread.join(600)\n"
+            "print('opacus' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True,
+                         timeout=900)
+    assert out.stdout.split() == ["False", "True"]
