@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,7 @@ from orchestrator.runner import Federation
 from orchestrator.secure import SecureAggregation
 from orchestrator.site import Site, connect_all
 from orchestrator.strategy import FedAvg, FedMedian, FedProx, ServerOptimizer, Strategy, TrimmedMean
-from orchestrator.submit import approval_table, submit, wait_for_approval
+from orchestrator.submit import approval_table, submit_all, wait_for_approval
 from privacy.errors import HEError, PrivacyError, RosterError
 from privacy.he import HEContext, load_context
 from privacy.roster import Roster, load_roster
@@ -193,7 +194,9 @@ class FederatedJob:
     def site_metadata(self) -> dict[str, dict[str, Any]]:
         """Every site's public metadata of the dataset, fetched once per job object."""
         if self._metas is None:
-            self._metas = {s.name: s.metadata(self.config.dataset) for s in self.sites}
+            with ThreadPoolExecutor(max(1, len(self.sites))) as pool:  # each a listing call to its site
+                metas = pool.map(lambda s: s.metadata(self.config.dataset), self.sites)
+                self._metas = dict(zip([s.name for s in self.sites], metas, strict=True))
         return self._metas
 
     def state(self) -> RunState | None:
@@ -208,7 +211,7 @@ class FederatedJob:
                 log.warning("%s is OFF for job %s ([privacy] %s = false): every owner's review "
                             "says so", off, spec.job_id, off.lower())
             state = RunState(spec, sizes=self.sizes())
-            state.submissions = [submit(s, spec, self.run_dir.path) for s in self.sites]
+            state.submissions = submit_all(self.sites, spec, self.run_dir.path)
             self.run_dir.save_state(state)
         return approval_table(self.sites, state.submissions)
 

@@ -65,11 +65,11 @@ class Site:
 
     def metadata(self, dataset: str) -> dict[str, Any]:
         with quiet():
-            names = [d.name for d in self.client.datasets]
-            if dataset not in names:
-                raise SiteUnavailable(f"site '{self.name}' has no dataset '{dataset}' "
-                                      f"(it has: {', '.join(names) or 'none'})")
-            return parse_metadata(self.client.datasets[dataset].description)
+            found = {d.name: d for d in self.client.datasets}  # one listing call, not two
+        if dataset not in found:
+            raise SiteUnavailable(f"site '{self.name}' has no dataset '{dataset}' "
+                                  f"(it has: {', '.join(found) or 'none'})")
+        return parse_metadata(found[dataset].description)
 
     def asset(self, dataset: str, name: str) -> Any:
         with quiet():
