@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from domains.runtime.device import on_device, site_device
 from domains.runtime.local import check_arrays, check_logits, label_tensor, to_tensor_images
 from domains.shared.counts import BINS, EvalResult, _binary
 from domains.shared.errors import TrainingError
@@ -72,12 +73,14 @@ def evaluate_model(
 
 
 def _predict(model: nn.Module, images: np.ndarray, batch_size: int) -> torch.Tensor:
+    """Logits on the site's device (its GPU when it has one), returned on the CPU."""
     was_training = model.training
     model.eval()
+    device = site_device()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), on_device(model, device):
             starts = range(0, len(images), batch_size)
-            parts = [model(to_tensor_images(images[i : i + batch_size])) for i in starts]
+            parts = [model(to_tensor_images(images[i : i + batch_size]).to(device)).cpu() for i in starts]
     finally:
         model.train(was_training)
     return torch.cat(parts).float()

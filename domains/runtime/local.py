@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from domains.runtime.device import noise_generator, on_device, site_device
 from domains.runtime.errors import TrainingError
 from domains.runtime.proximal import ProximalTerm, dp_step
 from domains.shared.spec import DPTraining, TrainConfig
@@ -116,8 +117,12 @@ def train_local(
     multi_label: bool = False,
     dp: DPTraining | None = None,
     task: Task | None = None,
+    device: torch.device | None = None,
 ) -> LocalResult:
     """Train ``model`` in place on one site's images and report aggregates.
+
+    Training runs on *device* (default :func:`domains.runtime.device.site_device`: the site's GPU
+    when it has one); batches move there one at a time and the model comes back to where it was.
 
     The loss, the label checks and the targets are the *task*'s (:mod:`domains.runtime.tasks`);
     without one, classification with *multi_label*: cross-entropy for multi-class labels
@@ -145,19 +150,20 @@ def train_local(
     task.check_data(images, labels)
     pixels = torch.from_numpy(images if images.flags.writeable else images.copy())
     targets = task.targets(labels)
+    device = site_device() if device is None else device
     was_training, start = model.training, time.perf_counter()
     model.train()
     try:
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), on_device(model, device):
             if dp is None:
                 torch.manual_seed(config.seed)  # dropout and other random layers, if any
-                mean_loss, steps = _run_epochs(model, pixels, targets, labels, config, task)
+                mean_loss, steps = _run_epochs(model, pixels, targets, labels, config, task, device)
                 history: list[tuple[float, float, int]] = []
             else:
                 dp.validate()
                 torch.manual_seed(secrets.randbits(63))
                 mean_loss, steps, history = _run_dp_epochs(model, pixels, targets, labels, config,
-                                                           task, dp)
+                                                           task, dp, device)
     finally:
         model.train(was_training)
     return LocalResult(
@@ -173,20 +179,21 @@ def _run_epochs(
     labels: np.ndarray,
     config: TrainConfig,
     task: Task,
+    device: torch.device,
 ) -> tuple[float, int]:
     """The training loop; returns the last epoch's mean loss and the number of steps."""
     loss_fn = task.loss()
     optimizer = _optimizer(model, config)
     proximal = ProximalTerm.of(model, mu=config.proximal_mu)
     shuffle = torch.Generator().manual_seed(config.seed)
-    n, steps, epoch_loss = len(pixels), 0, torch.zeros((), dtype=torch.float64)
+    n, steps, epoch_loss = len(pixels), 0, torch.zeros((), dtype=torch.float64, device=device)
     for epoch in range(config.epochs):
         epoch_loss.zero_()
         for idx in torch.randperm(n, generator=shuffle).split(config.batch_size):
-            logits = model(pixels[idx].float().div_(255.0))
+            logits = model(pixels[idx].to(device, non_blocking=True).float().div_(255.0))
             if steps == 0:
                 task.check_outputs(logits, labels)
-            loss = loss_fn(logits, targets[idx])
+            loss = loss_fn(logits, targets[idx].to(device, non_blocking=True))
             optimizer.zero_grad(set_to_none=True)
             (loss if proximal is None else loss + proximal.penalty()).backward()
             optimizer.step()
@@ -217,6 +224,7 @@ def _run_dp_epochs(
     config: TrainConfig,
     task: Task,
     dp: DPTraining,
+    device: torch.device,
 ) -> tuple[float, int, list[tuple[float, float, int]]]:
     """Opacus DP-SGD over ``config.epochs``; returns mean loss, steps and Opacus's history."""
     import warnings
@@ -234,15 +242,15 @@ def _run_dp_epochs(
             module=model, optimizer=_optimizer(model, config), data_loader=loader,
             noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
             poisson_sampling=True,
-            noise_generator=torch.Generator().manual_seed(secrets.randbits(63)),
+            noise_generator=noise_generator(device),  # Opacus draws the noise where the gradients are
         )
-    steps, epoch_loss, seen = 0, torch.zeros((), dtype=torch.float64), 0
+    steps, epoch_loss, seen = 0, torch.zeros((), dtype=torch.float64, device=device), 0
     try:
         with warnings.catch_warnings():
             # uint8 inputs need no gradient, so torch notes the first layer's hook fires on outputs
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
             steps, seen = _dp_loop(private, optimizer, private_loader, loss_fn, labels, config,
-                                   task, epoch_loss, proximal)
+                                   task, epoch_loss, proximal, device)
     finally:
         private.remove_hooks() if hasattr(private, "remove_hooks") else None
     history = [(float(s), float(q), int(k)) for s, q, k in engine.accountant.history]
@@ -251,7 +259,7 @@ def _run_dp_epochs(
 
 def _dp_loop(private: nn.Module, optimizer: Any, loader: Any, loss_fn: nn.Module, labels: np.ndarray,
              config: TrainConfig, task: Task, epoch_loss: torch.Tensor,
-             proximal: ProximalTerm | None) -> tuple[int, int]:
+             proximal: ProximalTerm | None, device: torch.device) -> tuple[int, int]:
     """The DP-SGD loop; fills *epoch_loss* with the last epoch's summed loss.
 
     FedProx's term never enters the loss here: Opacus would drop it (see :func:`dp_step`).
@@ -260,7 +268,9 @@ def _dp_loop(private: nn.Module, optimizer: Any, loader: Any, loss_fn: nn.Module
     for epoch in range(config.epochs):
         epoch_loss.zero_()
         seen = 0
-        for batch_pixels, batch_targets in loader:
+        for cpu_pixels, cpu_targets in loader:
+            batch_pixels = cpu_pixels.to(device, non_blocking=True)
+            batch_targets = cpu_targets.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             logits = private(batch_pixels.float().div_(255.0))
             if len(batch_pixels) == 0:  # Poisson sampling drew no image: the step adds noise only

@@ -167,8 +167,8 @@ def test_a_damaged_training_store_is_named_never_used(federation: dict[str, Any]
     from orchestrator.transport import call_site
 
     f1 = federation["sites"]["f1"]
-    store = f1.data_dir.datasets_dir / "chest.npz"
-    backup = tmp_path / "chest.npz"
+    store = f1.data_dir.datasets_dir / "chest.images.npy"
+    backup = tmp_path / "chest.images.npy"
     shutil.copyfile(store, backup)
     job = submitted_and_approved(federation, f"damaged-{damage}", rounds=1)
     f1.stop()  # a running datasite holds the copy it loaded; the damage shows after a restart

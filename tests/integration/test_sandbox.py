@@ -91,7 +91,7 @@ def test_reading_the_data_directory_learns_nothing(box: dict[str, Any]) -> None:
     root = box["dir"]
     targets = {name: str(root / name) for name in
                ("credentials.json", "server.key", "audit.key", "he-secret.medsyftkey", "policy.json",
-                "datasets/chest.npz", "syft/db.sqlite")}
+                "datasets/chest.images.npy", "syft/db.sqlite")}
     assert all(Path(p).is_file() for p in targets.values())  # they are there, on the host
     body = "\n".join(f"attempt({k!r}, lambda: open({p!r}, 'rb').read()[:4000].decode('latin-1'))"
                      for k, p in targets.items())

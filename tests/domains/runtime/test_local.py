@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+import domains.runtime.device as device_module
 import domains.runtime.local as local_module
 from domains.data.formats.imageset import ImageSet
 from domains.runtime import LocalResult, build_model, get_weights, to_tensor_images, train_local
@@ -183,7 +184,9 @@ DP = DPTraining(noise_multiplier=1.0, max_grad_norm=1.0)
 @pytest.fixture
 def fixed_dp_randomness(monkeypatch: pytest.MonkeyPatch) -> None:
     """DP draws its sampling and noise seeds from the OS; fixed here so two runs can be compared."""
-    monkeypatch.setattr(local_module, "secrets", SimpleNamespace(randbits=lambda bits: 12345))
+    fixed = SimpleNamespace(randbits=lambda bits: 12345)
+    monkeypatch.setattr(local_module, "secrets", fixed)  # Poisson sampling's seed
+    monkeypatch.setattr(device_module, "secrets", fixed)  # the noise generator's seed
 
 
 def _trained_vector(config: TrainConfig, images: np.ndarray, labels: np.ndarray,

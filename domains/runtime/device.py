@@ -1,0 +1,69 @@
+"""Which device a datasite trains and evaluates on: its GPU when it has one, else its CPU.
+
+``MEDSYFT_DEVICE`` (default ``auto``) is the hospital's choice: ``auto`` takes CUDA when torch
+sees a GPU, ``cpu`` never does, ``cuda`` or ``cuda:N`` insists on that GPU and fails clearly
+without it. The model moves to the device for a call and back to the CPU afterwards, so
+everything that travels (weights, encrypted updates) is made from CPU tensors as before. DP-SGD's
+noise comes from a generator on the same device: Opacus draws it where the gradients are.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from domains.runtime.errors import TrainingError
+
+ENV = "MEDSYFT_DEVICE"
+
+
+def site_device(choice: str | None = None) -> torch.device:
+    """The device named by *choice* (default: ``MEDSYFT_DEVICE``, else ``auto``).
+
+    Raises:
+        TrainingError: for a name that is not ``auto``, ``cpu``, ``cuda`` or ``cuda:N``, or a
+            GPU this datasite does not have.
+
+    >>> site_device("cpu")
+    device(type='cpu')
+    """
+    name = (os.environ.get(ENV, "auto") if choice is None else choice).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise TrainingError(f"{ENV}={name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise TrainingError(f"{ENV}={name!r}: medsyft trains on cpu or cuda only; use auto, cpu or cuda")
+    if not torch.cuda.is_available():
+        raise TrainingError(f"{ENV}={name} but torch sees no CUDA GPU on this datasite; set {ENV}=auto "
+                            "or cpu, or install a CUDA build of torch")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise TrainingError(f"{ENV}={name} but this datasite has {torch.cuda.device_count()} GPU(s); "
+                            f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+    return device
+
+
+def noise_generator(device: torch.device) -> torch.Generator:
+    """A generator for DP-SGD's noise on *device*, seeded by the operating system (never by a
+    seed the scientist knows, which would let them subtract the noise)."""
+    return torch.Generator(device=device).manual_seed(secrets.randbits(63))
+
+
+@contextmanager
+def on_device(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
+    """Move *model* to *device* for the block and back to where it was afterwards, also on error."""
+    home = next(model.parameters(), torch.empty(0)).device
+    model.to(device)
+    try:
+        yield model
+    finally:
+        model.to(home)
