@@ -236,7 +236,8 @@ def _on_private_data(spec: JobSpec, task: Task, call: int, data: _SiteData, payl
     if call <= spec.rounds:
         config = replace(spec.train, seed=spec.train.seed + call)  # a new shuffle each round
         dp = spec.dp_training(plan.noise_multiplier) if plan and plan.noise_multiplier else None
-        local = train_local(model, data.images[data.train_idx], data.labels[data.train_idx],
+        # the memory-mapped store and the split: batches are gathered one at a time
+        local = train_local(model, data.images, data.labels, indices=data.train_idx,
                             config=config, dp=dp, task=task)
         if plan is not None and compact(local.privacy_history) != compact(plan.per_call[call][1:]):
             raise TrainingError(  # a bug, never expected: the charge must be what Opacus counted

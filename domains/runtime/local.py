@@ -108,6 +108,57 @@ def check_logits(logits: torch.Tensor, labels: np.ndarray, *, multi_label: bool)
         )
 
 
+def _check_indices(indices: np.ndarray, n: int) -> np.ndarray:
+    idx = np.asarray(indices)
+    if idx.ndim != 1 or idx.dtype.kind not in "iu" or len(idx) == 0:
+        raise TrainingError(f"indices must be a non-empty 1-D integer array (got {idx.dtype} {idx.shape})")
+    if int(idx.min()) < 0 or int(idx.max()) >= n:
+        raise TrainingError(f"indices must lie in [0, {n}) for {n} images "
+                            f"(got {int(idx.min())}..{int(idx.max())})")
+    return idx.astype(np.int64, copy=False)
+
+
+class _Rows:
+    """The training images, ``images[indices]`` or all of them, gathered one batch at a time.
+
+    A memory-mapped store stays on disk (in the page cache) except for the batch in hand; a
+    read-only array is gathered, never written.
+    """
+
+    def __init__(self, images: np.ndarray, indices: np.ndarray | None) -> None:
+        self.images = images
+        self.indices = indices
+
+    def __len__(self) -> int:
+        return len(self.images) if self.indices is None else len(self.indices)
+
+    def batch(self, positions: torch.Tensor | np.ndarray | list[int]) -> torch.Tensor:
+        """uint8 images at *positions* (into the training rows), as a new tensor."""
+        rows = np.asarray(positions, dtype=np.int64)
+        if self.indices is not None:
+            rows = self.indices[rows]
+        return torch.from_numpy(np.ascontiguousarray(self.images[rows]))
+
+
+class _RowsDataset(torch.utils.data.Dataset):
+    """(image, target) pairs over :class:`_Rows` for Opacus's Poisson loader; ``__getitems__``
+    gathers a whole batch in one indexing call instead of one call per image."""
+
+    def __init__(self, rows: _Rows, targets: torch.Tensor) -> None:
+        self.rows = rows
+        self.targets = targets
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.rows.batch([i])[0], self.targets[i]
+
+    def __getitems__(self, positions: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        images = self.rows.batch(positions)
+        return [(images[k], self.targets[p]) for k, p in enumerate(positions)]
+
+
 def train_local(
     model: nn.Module,
     images: np.ndarray,
@@ -118,8 +169,13 @@ def train_local(
     dp: DPTraining | None = None,
     task: Task | None = None,
     device: torch.device | None = None,
+    indices: np.ndarray | None = None,
 ) -> LocalResult:
     """Train ``model`` in place on one site's images and report aggregates.
+
+    With *indices*, training uses only ``images[indices]`` and ``labels[indices]``, gathered batch
+    by batch: a site passes its memory-mapped store and its training split, and never holds a
+    copy of the split in memory (:mod:`domains.data.store`).
 
     Training runs on *device* (default :func:`domains.runtime.device.site_device`: the site's GPU
     when it has one); batches move there one at a time and the model comes back to where it was.
@@ -147,8 +203,13 @@ def train_local(
     if task is None:
         from domains.runtime.tasks.classification import Classification  # the task imports this module
         task = Classification(multi_label=multi_label, class_weights=config.class_weights)
-    task.check_data(images, labels)
-    pixels = torch.from_numpy(images if images.flags.writeable else images.copy())
+    if indices is None:
+        task.check_data(images, labels)
+    else:
+        indices = _check_indices(indices, len(images))
+        labels = np.asarray(labels)[indices]
+        task.check_data(images[indices[:1]], labels[:1])  # the layout, on one gathered image
+    pixels = _Rows(images, indices)
     targets = task.targets(labels)
     device = site_device() if device is None else device
     was_training, start = model.training, time.perf_counter()
@@ -167,14 +228,14 @@ def train_local(
     finally:
         model.train(was_training)
     return LocalResult(
-        n_samples=len(images), mean_loss=mean_loss, steps=steps, seconds=time.perf_counter() - start,
+        n_samples=len(pixels), mean_loss=mean_loss, steps=steps, seconds=time.perf_counter() - start,
         privacy_history=history,
     )
 
 
 def _run_epochs(
     model: nn.Module,
-    pixels: torch.Tensor,
+    pixels: _Rows,
     targets: torch.Tensor,
     labels: np.ndarray,
     config: TrainConfig,
@@ -190,7 +251,7 @@ def _run_epochs(
     for epoch in range(config.epochs):
         epoch_loss.zero_()
         for idx in torch.randperm(n, generator=shuffle).split(config.batch_size):
-            logits = model(pixels[idx].to(device, non_blocking=True).float().div_(255.0))
+            logits = model(pixels.batch(idx).to(device, non_blocking=True).float().div_(255.0))
             if steps == 0:
                 task.check_outputs(logits, labels)
             loss = loss_fn(logits, targets[idx].to(device, non_blocking=True))
@@ -218,7 +279,7 @@ def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
 
 def _run_dp_epochs(
     model: nn.Module,
-    pixels: torch.Tensor,
+    pixels: _Rows,
     targets: torch.Tensor,
     labels: np.ndarray,
     config: TrainConfig,
@@ -230,10 +291,10 @@ def _run_dp_epochs(
     import warnings
 
     from opacus import PrivacyEngine
-    from torch.utils.data import DataLoader, TensorDataset
+    from torch.utils.data import DataLoader
 
     loss_fn = task.loss()
-    loader = DataLoader(TensorDataset(pixels, targets), batch_size=config.batch_size)
+    loader = DataLoader(_RowsDataset(pixels, targets), batch_size=config.batch_size)
     proximal = ProximalTerm.of(model, mu=config.proximal_mu)  # anchored before any step
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Ss]ecure RNG.*")  # OS-seeded, see train_local

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -294,3 +295,30 @@ def test_train_config_refuses_bad_proximal_mu(mu: object) -> None:
     message = str(caught.value)
     assert message == f"proximal_mu must be a finite number >= 0 (got {mu!r})"
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("dp", [None, DP], ids=["plain", "dp"])
+def test_training_on_indices_of_a_memory_map_is_training_on_the_gathered_split(
+    phantoms: tuple[ImageSet, ImageSet], dp: DPTraining | None, fixed_dp_randomness: None,
+    tmp_path: Path,
+) -> None:
+    """A site trains on its store's split batch by batch: bit for bit what the copied split gives."""
+    images, labels = phantoms[0].images[:200], phantoms[0].labels[:200]
+    np.save(tmp_path / "images.npy", images)
+    mapped = np.load(tmp_path / "images.npy", mmap_mode="r")  # read-only, as the store loads it
+    split = np.sort(np.random.default_rng(1).choice(200, size=150, replace=False))
+    config = TrainConfig(epochs=1, batch_size=16, lr=1e-3, seed=3)
+    copied, first = _trained_vector(config, images[split], labels[split], dp)
+    model = build_model("small-cnn", in_channels=1, num_classes=2, image_size=28, seed=0)
+    second = train_local(model, mapped, labels, indices=split, config=config, dp=dp)
+    assert np.array_equal(copied, flatten(get_weights(model))[0])
+    assert second.n_samples == first.n_samples == 150 and second.steps == first.steps
+
+
+@pytest.mark.parametrize("bad", [np.array([], np.int64), np.array([0, 200]), np.array([[1]]),
+                                 np.array([0.5])])
+def test_indices_outside_the_images_are_refused(phantoms: tuple[ImageSet, ImageSet], bad: np.ndarray) -> None:
+    images, labels = phantoms[0].images[:200], phantoms[0].labels[:200]
+    model = build_model("small-cnn", in_channels=1, num_classes=2, image_size=28)
+    with pytest.raises(TrainingError, match="indices must"):
+        train_local(model, images, labels, indices=bad, config=TrainConfig(epochs=1, batch_size=16))
