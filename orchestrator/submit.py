@@ -68,9 +68,8 @@ def _submit_one(site: Site, spec: JobSpec, path: Path) -> Submission:
 
 
 def submit_all(sites: list[Site], spec: JobSpec, run_dir: Path) -> list[Submission]:
-    """Create the code request for *spec* on every site, all at once (each request is its own
-    datasite's work; one after the other took 7-9 s of the demo's start-up). The template is
-    written once, before any thread reads it."""
+    """Create the code request for *spec* on every site, all at once: each request is its own
+    datasite's work. The template is written once, before any thread reads it."""
     path = _write_source(spec, run_dir / "submitted")
     with ThreadPoolExecutor(max(1, len(sites))) as pool:
         return list(pool.map(lambda site: _submit_one(site, spec, path), sites))
