@@ -14,6 +14,7 @@ Only the harness (medsyft's venv) imports this module; the peers read the folder
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -65,16 +66,15 @@ def write(folder: Path, source: Path, job: Job, initial: dict[str, np.ndarray]) 
     """Write the bundle for *job* on *source*, starting from medsyft's *initial* weights."""
     import torch
 
-    from domains.data.formats.registry import load_source
     from domains.runtime.weights import set_weights
 
     folder.mkdir(parents=True, exist_ok=True)
-    test = load_source(source, split="test")
+    test = test_split(source)
     arrays: dict[str, np.ndarray] = {"test_x": test.images, "test_y": test.labels}
     for i, site in enumerate(site_splits(source, job)):
         arrays.update({f"site{i}_{key}": value for key, value in site.items()})
     np.savez(folder / "data.npz", **arrays)
-    model = model_for(test.images.shape, int(test.labels.max()) + 1)
+    model = model_for(test)
     set_weights(model, initial)
     scripted = torch.jit.script(model)
     scripted.save(str(folder / "model.pt"))
@@ -82,22 +82,28 @@ def write(folder: Path, source: Path, job: Job, initial: dict[str, np.ndarray]) 
     return folder
 
 
-def model_for(shape: tuple[int, ...], num_classes: int, seed: int = 0) -> Any:
-    """medsyft's default network for images of *shape* ``(N, C, H, W)`` (small-cnn at 28 px)."""
+@functools.lru_cache(maxsize=4)
+def test_split(source: Path) -> Any:
+    """The source's official test split, loaded once per process (every system is scored on it)."""
+    from domains.data.formats.registry import load_source
+
+    return load_source(source, split="test")
+
+
+def model_for(test: Any, seed: int = 0) -> Any:
+    """medsyft's default network for the test split's images and classes (small-cnn at 28 px)."""
     from domains.runtime.models import build_model, default_model
 
-    _, channels, size, _ = shape
-    return build_model(default_model(size), in_channels=channels, num_classes=num_classes, image_size=size,
-                       seed=seed)
+    _, channels, size, _ = test.images.shape
+    return build_model(default_model(size), in_channels=channels, num_classes=int(test.labels.max()) + 1,
+                       image_size=size, seed=seed)
 
 
 def initial_weights(source: Path, job: Job) -> dict[str, np.ndarray]:
     """The round-0 model of a medsyft job with *job*'s seed (``FederatedJob.run`` builds the same)."""
-    from domains.data.formats.registry import load_source
     from domains.runtime.weights import get_weights
 
-    test = load_source(source, split="test")
-    return dict(get_weights(model_for(test.images.shape, int(test.labels.max()) + 1, seed=job.seed)))
+    return dict(get_weights(model_for(test_split(source), seed=job.seed)))
 
 
 def score(source: Path, weights: dict[str, np.ndarray]) -> tuple[float, float]:
@@ -106,12 +112,11 @@ def score(source: Path, weights: dict[str, np.ndarray]) -> tuple[float, float]:
     Every system's final model goes through this one function, so scores differ only by
     what the systems trained.
     """
-    from domains.data.formats.registry import load_source
     from domains.runtime.evaluation import evaluate_model
     from domains.runtime.weights import set_weights
 
-    test = load_source(source, split="test")
-    model = model_for(test.images.shape, int(test.labels.max()) + 1)
+    test = test_split(source)
+    model = model_for(test)
     set_weights(model, {name.removeprefix("net."): value for name, value in weights.items()})
     result = evaluate_model(model, test.images, test.labels)
     return result.accuracy, result.auc

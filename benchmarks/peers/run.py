@@ -110,11 +110,9 @@ def run_medsyft(source: Path, job: bundle.Job, he: bool, workdir: Path) -> tuple
     whole = time.perf_counter() - started
     run = workdir / "run"
     timing = pd.read_csv(run / "timing.csv")
-    if he:
-        with np.load(run / "release" / "model.npz") as data:
-            final = {k: data[k] for k in data.files}
-    else:
-        final = RunDir(run).load_global(job.rounds).to_weights()
+    # under HE, the model every owner released; in plaintext, the last checkpoint
+    final = (_arrays(run / "release" / "model.npz") if he
+             else RunDir(run).load_global(job.rounds).to_weights())
     params = int(timing["params"].iloc[0])
     down = (timing["download_MB"].median() if "download_MB" in timing else params * 4 / 2**20)
     outcome = Outcome("medsyft", "BFV HE" if he else "plaintext", whole, float(timing["round_s"].sum()),
@@ -133,20 +131,25 @@ def run_peer(python: Path, script: str, args: list[str], out: Path, source: Path
     """One peer script in its venv; its whole job is timed from here, its rounds from its stamps."""
     started = time.perf_counter()
     shutil.rmtree(out, ignore_errors=True)
-    subprocess.run([str(python), str(HERE / script), "--out", str(out), *args], check=True, timeout=timeout,
-                   stdout=subprocess.DEVNULL, stderr=(out.parent / f"{out.name}.log").open("w"))
+    with (out.parent / f"{out.name}.log").open("w") as log:
+        subprocess.run([str(python), str(HERE / script), "--out", str(out), *args], check=True,
+                       timeout=timeout, stdout=subprocess.DEVNULL, stderr=log)
     whole = time.perf_counter() - started
     result = json.loads((out / "result.json").read_text())
     ends = np.array(result["round_ends"])
     periods = np.diff(np.concatenate([[result["rounds_start"]], ends]))
-    with np.load(out / "final.npz") as data:
-        final = {k: data[k] for k in data.files}
+    final = _arrays(out / "final.npz")
     note = result.get("note", "")
     if result.get("up_ciphertext_bytes"):
         note += f"; its CKKS vectors alone {result['up_ciphertext_bytes'] / 2**20:.2f} MB up"
     return Outcome(system, mode, whole, float(ends[-1] - result["rounds_start"]),
                    float(np.median(periods[1:])), *bundle.score(source, final), result["up_bytes"] / 2**20,
                    result["down_bytes"] / 2**20, note)
+
+
+def _arrays(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
 
 
 def markdown(table: pd.DataFrame) -> str:
