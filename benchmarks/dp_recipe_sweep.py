@@ -43,7 +43,7 @@ from privacy.accounting import DPConfig, noise_multiplier_for
 
 DEFAULTS: dict[str, Any] = {"optimizer": "adam", "lr": 0.01, "batch": 64, "rounds": 8, "epochs": 2,
                             "loss": "cross-entropy", "tau": 1.0, "class_weights": "none", "clip": 1.0,
-                            "model": "small-cnn"}
+                            "model": "small-cnn", "augment": "none", "schedule": "constant"}
 RECIPES = [
     {},  # the demo's defaults
     {"optimizer": "sgd", "lr": 0.3, "batch": 128, "rounds": 15, "loss": "logit-adjusted"},
@@ -69,7 +69,8 @@ def run(recipe: dict[str, Any], seed: int, sites: list[tuple[np.ndarray, np.ndar
     weights = balanced_weights(counts) if r["class_weights"] == "balanced" else ()
     offsets = logit_offsets(counts, tau=r["tau"]) if r["loss"] == "logit-adjusted" else ()
     train = TrainConfig(epochs=r["epochs"], batch_size=r["batch"], optimizer=r["optimizer"], lr=r["lr"],
-                        seed=seed, class_weights=weights, logit_adjustment=offsets)
+                        seed=seed, class_weights=weights, logit_adjustment=offsets,
+                        augment=r["augment"], lr_schedule=r["schedule"])
     spec = JobSpec(dataset="d", model=r["model"], in_channels=1, num_classes=2, image_size=28,
                    multi_label=False, rounds=r["rounds"], train=train)
     task = task_for(spec)
@@ -85,7 +86,8 @@ def run(recipe: dict[str, Any], seed: int, sites: list[tuple[np.ndarray, np.ndar
         for k, (images, labels) in enumerate(sites):
             model = task.build_model(spec)
             set_weights(model, global_weights)
-            config = dataclasses.replace(train, seed=seed + 100 * round_number + k)
+            config = dataclasses.replace(train.for_round(round_number, r["rounds"]),
+                                         seed=seed + 100 * round_number + k)
             dp = DPTraining(noise_multiplier=sigma, max_grad_norm=r["clip"]) if r.get("dp", True) else None
             train_local(model, images, labels, config=config, task=task, dp=dp)
             updates.append((get_weights(model), len(labels)))

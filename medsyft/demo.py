@@ -134,6 +134,7 @@ def _write_job(workdir: Path, sites: list[Any], args: argparse.Namespace) -> Pat
         f"fraction = 1.0\nmin_sites = 2\nround_timeout = 120\napproval_timeout = 60\n"
         f'strategy = "{args.strategy}"\nclass_weights = "{args.class_weights}"\n'
         f'loss = "{args.loss}"\nlogit_tau = {args.logit_tau}\n'
+        f'augment = "{args.augment}"\nlr_schedule = "{args.lr_schedule}"\n'
         + (f"proximal_mu = {args.proximal_mu}\n" if args.strategy == "fedprox" else "")
         + f'seed = {args.seed}\nrun_dir = "run"\n\n' + privacy + "\n"
         + "\n".join(site_tables)
@@ -283,7 +284,7 @@ def _key_ceremony(workdir: Path, args: argparse.Namespace) -> dict[str, dict[str
 # recipe keys ([job], orchestrator.recipes) -> the demo's flags (their dests); a recipe's "model" is written
 # as the job's model instead of "auto"
 _RECIPE_FLAGS = ("optimizer", "lr", "batch_size", "rounds", "local_epochs", "loss", "logit_tau",
-                 "class_weights")
+                 "class_weights", "augment", "lr_schedule")
 _FLAG_DEFAULTS: dict[str, Any] = {}
 
 
@@ -403,6 +404,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="logit-adjusted: add τ log(n_k / N), from the published class counts, to the "
                         "logits in training (default cross-entropy)")
     p.add_argument("--logit-tau", type=float, default=1.0, help="τ of the logit-adjusted loss (default 1.0)")
+    p.add_argument("--augment", default="none", choices=["none", "affine"],
+                   help="affine: a random rotation (±10°), scale (±10%%) and shift (±10%%) of every "
+                        "training image each time it is used (default none)")
+    p.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"],
+                   help="cosine: round r of R trains at lr (1 + cos(π (r-1) / R)) / 2 (default constant)")
     p.add_argument("--recipe", help="a measured recipe (orchestrator/recipes.py, e.g. "
                    "dp-logit-adjusted): its values for every training flag left at its default")
     p.add_argument("--no-baseline", action="store_true",

@@ -15,7 +15,7 @@ package's data tools (formats, phantoms, partition) as shared code.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -89,9 +89,9 @@ def train_centralized(config: JobConfig, spec: JobSpec) -> BaselineResult:
                                      eval_calls=0)
         dp = spec.dp_training(sigma)
     started = time.perf_counter()
-    for r in range(1, spec.rounds + 1):  # the same shuffles per "round" as the sites use
+    for r in range(1, spec.rounds + 1):  # the same shuffles and learning rates per "round" as the sites'
         train_local(model, data.images[train_idx], data.labels[train_idx],
-                    config=replace(spec.train, seed=spec.train.seed + r), dp=dp, task=task)
+                    config=spec.train.for_round(r, spec.rounds), dp=dp, task=task)
     wall = time.perf_counter() - started
     metrics = evaluate_model(model, data.images[val_idx], data.labels[val_idx],
                        multi_label=spec.multi_label)

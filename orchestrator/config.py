@@ -19,6 +19,8 @@ Example::
     # class_weights = "balanced"  # weigh each class's images by N / (K · n_k), from public counts
     # loss = "logit-adjusted"     # add τ·log(n_k / N) to the logits in training (Menon et al.):
     # logit_tau = 2.0             #   a decision threshold that does not favour the common class
+    # augment = "affine"          # a random rotation, scale and shift of every training image
+    # lr_schedule = "cosine"      # round r of R trains at lr · (1 + cos(π (r − 1) / R)) / 2
     # trim_fraction = 0.2         # trimmed mean: share cut at each end, per coordinate
     # server_lr = 0.1             # server optimizers: η, β (or β1), β2, τ; Flower's defaults if unset
     # server_momentum = 0.9       #   (under HE a job constant: every site takes the step; fraction = 1)
@@ -185,6 +187,8 @@ class JobConfig:
     class_weights: str = "none"  # "balanced": from the sites' public class counts (multi-class)
     loss: str = "cross-entropy"  # "logit-adjusted": τ·log prior offsets from the public class counts
     logit_tau: float = 1.0
+    augment: str = "none"  # "affine": a random rotation, scale and shift per image each time it is used
+    lr_schedule: str = "constant"  # "cosine": lr falls from lr in round 1 towards 0 in the last
     trim_fraction: float = 0.2
     server_lr: float | None = None  # server optimizers (SERVER_STRATEGIES); None: Flower's default
     server_momentum: float | None = None

@@ -137,6 +137,8 @@ class _JobTable(_Table):
     class_weights: Literal["none", "balanced"] = "none"
     loss: Literal["cross-entropy", "logit-adjusted"] = "cross-entropy"
     logit_tau: float = Field(JobConfig.logit_tau, gt=0)
+    augment: Literal["none", "affine"] = "none"
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     trim_fraction: float = Field(JobConfig.trim_fraction, ge=0, lt=0.5)
     server_lr: float | None = Field(None, gt=0)
     server_momentum: float | None = Field(None, ge=0, lt=1)

@@ -41,7 +41,7 @@ from orchestrator.transport import CallOutcome, SyftTransport, Transport
 if TYPE_CHECKING:
     from domains import Weights
 
-SITE_COLUMNS = ["round", "site", "status", "error", "train_loss", "n_train", "train_s",
+SITE_COLUMNS = ["round", "site", "status", "error", "train_loss", "n_train", "train_lr", "train_s",
                 "eval_s", "site_s", "upload_s", "execute_s", "get_s", "call_s", "update_bytes",
                 "clamped", "global_state_hash"]
 PRIVACY_COLUMNS = ["call", "site", "noise_multiplier", "delta", "job_epsilon_spent",
@@ -156,6 +156,7 @@ class Federation:
             res = o.result
             self.site_rows.append({"round": r, "site": o.site, "status": o.status, "error": o.error,
                                    "train_loss": res.get("train_loss"), "n_train": res.get("n_train"),
+                                   "train_lr": res.get("train_lr"),
                                    "train_s": res.get("train_seconds"), "eval_s": res.get("eval_seconds"),
                                    "site_s": res.get("site_seconds"), **o.legs,
                                    "call_s": o.call_s, "update_bytes": _nbytes(o),

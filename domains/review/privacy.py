@@ -175,6 +175,7 @@ def review_privacy(data_dir: DataDir, job: dict[str, Any]) -> PrivacyReview:
     _fedprox_line(spec, rev)
     _class_weights_line(spec, rev)
     _logit_adjustment_line(spec, rev)
+    _augment_and_schedule_lines(spec, rev)
     _server_line(spec, rev)
     _dp_section(data_dir, spec, rev)
     _he_section(data_dir, spec, rev)
@@ -214,6 +215,19 @@ def _logit_adjustment_line(spec: JobSpec, rev: PrivacyReview) -> None:
         rev.lines.append(f"logit-adjusted loss (offsets {offsets}, one per class): the training loss adds "
                          "each class's scaled log prior, from the sites' published class counts, to the "
                          "logits; each image's loss depends on its own logits only; no ε is spent on it")
+
+
+def _augment_and_schedule_lines(spec: JobSpec, rev: PrivacyReview) -> None:
+    """Augmentation changes what training sees, a schedule how far it steps: both are shown."""
+    t = spec.train
+    if t.augment == "affine":
+        rev.lines.append("augmentation: every training image is warped by its own random rotation (±10°), "
+                         "scale and shift (±10%) each time it is used; each warp depends on that image "
+                         "and fresh randomness only, so no ε is spent on it")
+    if t.lr_schedule == "cosine":
+        last = t.for_round(spec.rounds, spec.rounds).lr
+        rev.lines.append(f"cosine learning-rate schedule: {t.lr:g} in round 1 down to {last:.3g} in round "
+                         f"{spec.rounds}")
 
 
 def _server_line(spec: JobSpec, rev: PrivacyReview) -> None:

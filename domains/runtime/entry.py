@@ -35,7 +35,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -234,7 +234,7 @@ def _on_private_data(spec: JobSpec, task: Task, call: int, data: _SiteData, payl
                               "eval_seconds": time.perf_counter() - t0,
                               "n_train": _public_n_train(spec, data), "weights": None}
     if call <= spec.rounds:
-        config = replace(spec.train, seed=spec.train.seed + call)  # a new shuffle each round
+        config = spec.train.for_round(call, spec.rounds)  # a new shuffle each round, the scheduled lr
         dp = spec.dp_training(plan.noise_multiplier) if plan and plan.noise_multiplier else None
         # the memory-mapped store and the split: batches are gathered one at a time
         local = train_local(model, data.images, data.labels, indices=data.train_idx,
@@ -243,7 +243,7 @@ def _on_private_data(spec: JobSpec, task: Task, call: int, data: _SiteData, payl
             raise TrainingError(  # a bug, never expected: the charge must be what Opacus counted
                 f"Opacus recorded {local.privacy_history} but the ledger charged {plan.per_call[call]}")
         result.update(step="train", train_loss=None if dp else local.mean_loss,
-                      train_seconds=local.seconds, steps=local.steps,
+                      train_seconds=local.seconds, steps=local.steps, train_lr=config.lr,
                       opacus_history=local.privacy_history,
                       **_outgoing(spec, payload, model, data_dir, secure))
     return result

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from domains.runtime.augment import augment_batch
 from domains.runtime.device import noise_generator, on_device, site_device
 from domains.runtime.errors import TrainingError
 from domains.runtime.proximal import ProximalTerm, dp_step
@@ -247,11 +248,13 @@ def _run_epochs(
     optimizer = _optimizer(model, config)
     proximal = ProximalTerm.of(model, mu=config.proximal_mu)
     shuffle = torch.Generator().manual_seed(config.seed)
+    warps = torch.Generator().manual_seed(config.seed + _WARP_SEED_OFFSET)  # apart from the shuffle
     n, steps, epoch_loss = len(pixels), 0, torch.zeros((), dtype=torch.float64, device=device)
     for epoch in range(config.epochs):
         epoch_loss.zero_()
         for idx in torch.randperm(n, generator=shuffle).split(config.batch_size):
-            logits = model(pixels.batch(idx).to(device, non_blocking=True).float().div_(255.0))
+            batch = pixels.batch(idx).to(device, non_blocking=True).float().div_(255.0)
+            logits = model(augment_batch(batch, config.augment, warps))
             if steps == 0:
                 task.check_outputs(logits, labels)
             loss = loss_fn(logits, targets[idx].to(device, non_blocking=True))
@@ -266,6 +269,9 @@ def _run_epochs(
                 "(the model's weights are now unusable: load the global weights again)"
             )
     return float(epoch_loss) / n, steps
+
+
+_WARP_SEED_OFFSET = 0x5EED  # plain training's warps: repeatable from the seed, not the shuffle's stream
 
 
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -326,6 +332,7 @@ def _dp_loop(private: nn.Module, optimizer: Any, loader: Any, loss_fn: nn.Module
     FedProx's term never enters the loss here: Opacus would drop it (see :func:`dp_step`).
     """
     steps = seen = 0
+    warps = torch.Generator().manual_seed(secrets.randbits(63))  # like the noise: not from the seed
     for epoch in range(config.epochs):
         epoch_loss.zero_()
         seen = 0
@@ -333,7 +340,7 @@ def _dp_loop(private: nn.Module, optimizer: Any, loader: Any, loss_fn: nn.Module
             batch_pixels = cpu_pixels.to(device, non_blocking=True)
             batch_targets = cpu_targets.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
-            logits = private(batch_pixels.float().div_(255.0))
+            logits = private(augment_batch(batch_pixels.float().div_(255.0), config.augment, warps))
             if len(batch_pixels) == 0:  # Poisson sampling drew no image: the step adds noise only
                 logits.sum().backward()
                 dp_step(optimizer, proximal)

@@ -28,7 +28,7 @@ import math
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,8 @@ from domains.shared.server_step import ServerStep
 from privacy.accounting import DPConfig
 
 OPTIMIZERS = ("adam", "sgd")
+AUGMENTATIONS = ("none", "affine")  # domains.runtime.augment
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,15 @@ class TrainConfig:
             et al. 2021, :func:`logit_offsets`): the network learns logits whose argmax does not
             favour the common class. Each image's loss still depends on its own logits alone, so
             per-sample clipping bounds it. Empty (the default): plain cross-entropy.
+        augment: ``"affine"``: every training image is drawn with its own random rotation, scale
+            and shift (MONAI's batched affine warp, :mod:`domains.runtime.augment`) each time it
+            is used; ``"none"`` (the default) trains on the images as they are. Each image's
+            warp depends on nothing but fresh randomness, so under DP an image's gradient still
+            depends on that image alone.
+        lr_schedule: ``"cosine"``: round ``r`` of ``R`` trains at
+            ``lr · (1 + cos(π (r − 1) / R)) / 2`` (:meth:`for_round`), from ``lr`` in round 1
+            down towards 0; ``"constant"`` (the default): ``lr`` in every round. Within a round
+            the rate is constant: the optimizer starts afresh each round anyway.
     """
 
     epochs: int = 1
@@ -79,6 +90,24 @@ class TrainConfig:
     proximal_mu: float = 0.0
     class_weights: tuple[float, ...] = ()
     logit_adjustment: tuple[float, ...] = ()
+    augment: str = "none"
+    lr_schedule: str = "constant"
+
+    def for_round(self, call: int, rounds: int) -> TrainConfig:
+        """The configuration round *call* (1..*rounds*) trains with: a new shuffle each round
+        (``seed + call``) and the scheduled learning rate.
+
+        >>> [round(TrainConfig(lr=1.0, lr_schedule="cosine").for_round(r, 4).lr, 4) for r in (1, 2, 4)]
+        [1.0, 0.8536, 0.1464]
+        >>> TrainConfig(lr=0.1).for_round(3, 4).lr, TrainConfig(seed=5).for_round(3, 4).seed
+        (0.1, 8)
+        """
+        if not (_is_int(call) and _is_int(rounds) and 1 <= call <= rounds):
+            raise TrainConfigError(f"round must be in 1..{rounds} (got {call!r})")
+        lr = self.lr
+        if self.lr_schedule == "cosine":
+            lr = self.lr * (1.0 + math.cos(math.pi * (call - 1) / rounds)) / 2.0
+        return replace(self, seed=self.seed + call, lr=lr)
 
     def validate(self) -> None:
         """Check every field, so a bad value fails before any site spends time training.
@@ -123,6 +152,14 @@ class TrainConfig:
             (
                 isinstance(self.logit_adjustment, tuple) and all(_is_real(w) for w in self.logit_adjustment),
                 f"logit_adjustment must be finite numbers, one per class (got {self.logit_adjustment!r})",
+            ),
+            (
+                self.augment in AUGMENTATIONS,
+                f"unknown augment {self.augment!r}; choose one of {list(AUGMENTATIONS)}",
+            ),
+            (
+                self.lr_schedule in LR_SCHEDULES,
+                f"unknown lr_schedule {self.lr_schedule!r}; choose one of {list(LR_SCHEDULES)}",
             ),
         ]
         for ok, message in rules:

@@ -1,7 +1,8 @@
 """FedProx end to end on two real datasite processes: μ travels in the approved job constant,
 the owners' review shows it, the site policy still knows the job as medsyft's, and the run
 finishes, in plaintext with and without DP. The same skewed federation runs a class-weighted
-job too (another job constant that changes the local objective). Nothing is mocked."""
+job too (another job constant that changes the local objective), with augmentation and a cosine
+learning-rate schedule. Nothing is mocked."""
 
 from __future__ import annotations
 
@@ -90,20 +91,25 @@ def test_a_class_weighted_job_takes_its_weights_from_the_published_counts(federa
     from domains.shared.spec import balanced_weights, logit_offsets
 
     job = _new_job(federation, "balanced-dp", dp=True, class_weights="balanced",  # with FedProx, too
-                   loss="logit-adjusted", logit_tau=2.0)
+                   loss="logit-adjusted", logit_tau=2.0, augment="affine", lr_schedule="cosine")
     counts = [sum(site.metadata("chest")["class_counts"][name] for site in job.sites)
               for name in ("normal", "pneumonia")]
     job.submit()
     spec = job.state().spec
     assert spec.train.class_weights == balanced_weights(counts)  # the union of the shards is balanced here
     assert spec.train.logit_adjustment == logit_offsets(counts, tau=2.0)
+    assert (spec.train.augment, spec.train.lr_schedule) == ("affine", "cosine")
     for site in federation["sites"]:
         request = _request_id(site, spec.function_name)
         shown = run_cli("domain", "review", request, "--data-dir", str(site.data_dir.path))
         assert shown.code == 0 and "class-weighted loss (" in shown.out, shown.out
         assert "logit-adjusted loss (offsets " in shown.out, shown.out
+        assert "augmentation: every training image is warped" in shown.out, shown.out
+        assert "cosine learning-rate schedule: 0.001 in round 1 down to 0.0005 in round 2" in shown.out
     approve_all(federation["sites"])
     job.wait_for_approval(timeout=30)
     result = job.run(progress=False)  # DP-SGD with the weighted loss, under the site's own Opacus
     assert (result.history["status"] == "ok").all() and len(result.history) == 2 * len(NAMES)
+    rates = result.history.groupby("round")["train_lr"].unique()  # what each site trained at
+    assert [list(rates[r]) for r in (1, 2)] == [[0.001], [0.0005]], rates
     assert (result.epsilon()["job_epsilon_spent"] > 0).all()

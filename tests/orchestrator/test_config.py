@@ -403,6 +403,21 @@ def test_config_server_optimizers_take_flowers_defaults_unless_set(tmp_path: Pat
     assert load_config(write(tmp_path, 'dataset = "c"', privacy=NO_HE)).server_step() is None
 
 
+def test_config_augment_and_lr_schedule_reach_the_training_config(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, 'dataset = "c"\naugment = "affine"\nlr_schedule = "cosine"',
+                               privacy=NO_HE))
+    assert (config.augment, config.lr_schedule) == ("affine", "cosine")
+    plain = load_config(write(tmp_path, 'dataset = "c"', privacy=NO_HE))
+    assert (plain.augment, plain.lr_schedule) == ("none", "constant")
+    for text, message in (('augment = "mixup"', "augment must be one of 'none' or 'affine' (got 'mixup')"),
+                          ('lr_schedule = "step"',
+                           "lr_schedule must be one of 'constant' or 'cosine' (got 'step')")):
+        path = write(tmp_path, f'dataset = "c"\n{text}', privacy=NO_HE)
+        with pytest.raises(ConfigError) as err:
+            load_config(path)
+        assert str(err.value) == f"{path} [job]: {message}"
+
+
 def test_a_named_recipe_fills_in_the_keys_the_file_leaves_out(tmp_path: Path) -> None:
     from orchestrator.recipes import RECIPES
 
@@ -416,3 +431,24 @@ def test_a_named_recipe_fills_in_the_keys_the_file_leaves_out(tmp_path: Path) ->
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert str(err.value) == f"{path} [job]: unknown recipe 'dp-fast'; choose one of dp-logit-adjusted"
+
+
+def test_the_centralized_baseline_trains_each_round_at_the_sites_scheduled_rate(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The baseline's "rounds" take TrainConfig.for_round, as the sites' rounds do (entry.py):
+    the same learning rate and shuffle per round. Training itself is replaced by a recorder here
+    (the wiring is under test, not torch); tests/integration runs the real baseline."""
+    import orchestrator.baseline as baseline
+    from domains.shared import TrainConfig
+    from domains.shared.spec import JobSpec
+
+    config = load_config(write(tmp_path, 'dataset = "c"\nrounds = 3\nlr_schedule = "cosine"', privacy=NO_HE))
+    config = dataclasses.replace(config, baseline=dataclasses.replace(config.baseline, count=60))
+    train = TrainConfig(lr=0.1, seed=2, lr_schedule="cosine")
+    spec = JobSpec(dataset="c", model="small-cnn", in_channels=1, num_classes=2, image_size=28,
+                   multi_label=False, rounds=3, train=train, dp=None, sites=("a",))
+    seen: list[TrainConfig] = []
+    monkeypatch.setattr(baseline, "train_local", lambda *a, config, **k: seen.append(config))
+    baseline.train_centralized(config, spec)
+    assert seen == [train.for_round(r, 3) for r in (1, 2, 3)]
+    assert seen[0].lr == 0.1 and seen[2].lr < seen[1].lr < 0.1
