@@ -117,7 +117,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
         shard=args.shard, partition=args.partition, seed=args.seed, name=args.name,
         image_size=args.image_size, channels=args.channels,
         label_names=parse_label_names(args.label_names) if args.label_names else None,
-        limits=_source_limits(args), synthetic_count=args.count,
+        limits=_source_limits(args), synthetic_count=args.count, pysyft_images=args.pysyft_images,
     )
     req.epsilon_budget, req.delta = args.epsilon_budget, args.delta
     result = publish(_data_dir(args), req)
@@ -126,7 +126,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
     kind = "SYNTHETIC " if meta.get("synthetic") else ""
     print(f"published {kind}dataset '{result.name}': {meta['n']} images "
           f"{meta['channels']}x{meta['image_size'][0]}x{meta['image_size'][1]} ({counts}); "
-          f"privacy budget ε={meta['epsilon_budget']:g}, δ={meta['delta']:g}")
+          f"privacy budget ε={meta['epsilon_budget']:g}, δ={meta['delta']:g}"
+          + ("; pixels in the training store only (PySyft holds the labels and a mock sample)"
+             if meta.get("pysyft_images") == "mock-only" else ""))
     return 0
 
 
@@ -429,6 +431,10 @@ def register(subparsers: Any) -> None:
                    help="how much one npz array above 1 MiB may expand (default 200x)")
     p.add_argument("--count", type=_positive_int, default=3000,
                    help="synthetic images to generate without --source (default 3000)")
+    p.add_argument("--pysyft-images", default="auto", choices=("auto", "full", "mock-only"),
+                   help="what PySyft's images asset holds: full (every pixel, for custom code), "
+                        "mock-only (no pixel; jobs read the training store; publishes at disk speed), "
+                        "auto: full up to 64 MiB of images (default auto)")
     p.add_argument("--epsilon-budget", type=float, default=10.0,
                    help="total ε all jobs together may spend on this dataset (default 10)")
     p.add_argument("--delta", type=float, default=None,

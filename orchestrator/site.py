@@ -76,7 +76,8 @@ class Site:
             return self.client.datasets[dataset].assets[name]
 
     def mock(self, dataset: str) -> tuple[np.ndarray, np.ndarray]:
-        """The public mock images and labels: shaped like the private data, made of none of it."""
+        """The public mock images and labels, made of none of the private data: as many images as it
+        has, or a sample of them where the site keeps its pixels out of PySyft (`pysyft_images`)."""
         with quiet():
             assets = self.client.datasets[dataset].assets
             return np.asarray(assets["images"].mock), np.asarray(assets["labels"].mock)

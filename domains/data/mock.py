@@ -31,16 +31,19 @@ _MOCK_STREAM = 0x6D6F636B
 _NOISE_LEVELS = 3.0  # standard deviation of the per-pixel noise, in uint8 grey levels
 
 
-def make_mock(imageset: ImageSet, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def make_mock(imageset: ImageSet, *, seed: int = 0, images: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
     """Mock images and labels with the private set's shapes, dtypes and schema only.
 
     Args:
         imageset: the private set; only its shapes, dtypes and ``label_names`` are read.
         seed: seeds the phantoms, the sampling, the noise and the labels.
+        images: how many mock images to make (default: as many as the private set has; a
+            publish that keeps the pixels out of PySyft makes a sample).
 
     Returns:
-        ``(images, labels)`` with exactly the shapes and dtypes of ``imageset.images`` and
-        ``imageset.labels``.
+        ``(images, labels)`` with the dtypes of ``imageset.images`` and ``imageset.labels``,
+        the labels' shape and, by default, the images' shape.
 
     >>> from domains.data.phantom import generate_chest_phantoms
     >>> private = generate_chest_phantoms(5, seed=7)
@@ -50,8 +53,8 @@ def make_mock(imageset: ImageSet, *, seed: int = 0) -> tuple[np.ndarray, np.ndar
     """
     rng = np.random.default_rng(seed)
     n, channels, height, width = imageset.images.shape
-    images = _mock_images(n, channels, (height, width), seed, rng)
-    return images.astype(imageset.images.dtype, copy=False), _mock_labels(imageset, rng)
+    mock = _mock_images(n if images is None else min(images, n), channels, (height, width), seed, rng)
+    return mock.astype(imageset.images.dtype, copy=False), _mock_labels(imageset, rng)
 
 
 def _mock_images(

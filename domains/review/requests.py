@@ -233,9 +233,24 @@ class RequestBook:
                 raise PolicyRefused(
                     f"request {report.request_id[:8]} is custom code and this datasite does not allow "
                     "custom code; turn it on first with `medsyft domain policy --allow-custom-code on`")
+            for dataset in self._pixels_outside_pysyft(report.inputs):
+                raise PolicyRefused(
+                    f"request {report.request_id[:8]} reads the images of '{dataset}', which PySyft does "
+                    "not hold (published with --pysyft-images mock-only): the code would see no image; "
+                    "deny it, or publish the dataset again with --pysyft-images full")
             return
         for reason in report.privacy.refusals if report.privacy else []:
             raise PolicyRefused(f"request {report.request_id[:8]} cannot be approved: {reason}")
+
+    def _pixels_outside_pysyft(self, inputs: list[InputSpec]) -> list[str]:
+        """Datasets whose images asset an input binds but whose pixels are in the training store only."""
+        from domains.data.metadata import parse_metadata
+
+        bound = {i.value.split("/")[0] for i in inputs if i.kind == "asset" and i.value.endswith("/images")}
+        with quiet():
+            datasets = [ds for ds in self.client.datasets if ds.name in bound]
+        outside = [parse_metadata(ds.description).get("pysyft_images") == "mock-only" for ds in datasets]
+        return [ds.name for ds, out in zip(datasets, outside, strict=True) if out]
 
     def deny(self, request_id: str, *, reason: str) -> ReviewReport:
         request = self.find(request_id)

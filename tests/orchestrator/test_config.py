@@ -430,7 +430,8 @@ def test_a_named_recipe_fills_in_the_keys_the_file_leaves_out(tmp_path: Path) ->
     path = write(tmp_path, 'dataset = "c"\nrecipe = "dp-fast"', privacy=NO_HE)
     with pytest.raises(ConfigError) as err:
         load_config(path)
-    assert str(err.value) == f"{path} [job]: unknown recipe 'dp-fast'; choose one of dp-logit-adjusted"
+    assert str(err.value) == (f"{path} [job]: unknown recipe 'dp-fast'; "
+                              "choose one of dp-logit-adjusted, plain-augmented")
 
 
 def test_the_centralized_baseline_trains_each_round_at_the_sites_scheduled_rate(
