@@ -13,9 +13,11 @@ logit offsets the sites use) under real Opacus at the σ each site derives for a
 releases at σ_eval = 5 included, as the ledger charges them), and the models are averaged by
 FedAvg (``"dp": false`` in a recipe trains without DP, for the plaintext goals). HE is left out:
 it changes no number here beyond its fixed-point rounding. Prints one
-row per recipe and seed (σ, exact test ACC/AUC, the spread of the logit margin between the classes),
-then mean ± std per recipe. For the headline, run the winning recipe through the real demo
-(``benchmarks/recipes.py``); this script only narrows the search.
+row per recipe and seed (σ, exact ACC/AUC on the source's official validation split, which no
+model trains on and by which recipes are chosen, and on the test split, the spread of the logit
+margin between the classes), then mean ± std per recipe, best validation accuracy first. For
+the headline, run the winning recipe through the real demo (``benchmarks/recipes.py``); this
+script only narrows the search.
 """
 
 from __future__ import annotations
@@ -51,18 +53,19 @@ RECIPES = [
 ]
 
 
-def shards(source: Path, sites: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], Any]:
+def shards(source: Path, sites: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], Any, Any]:
     train, test = load_source(source, split="train"), load_source(source, split="test")
+    val = load_source(source, split="val")  # the source's official validation split: for choosing
     out = []
     for i in range(1, sites + 1):
         idx = shard(train.labels, ShardSpec(index=i, count=sites), parse_partition("iid"), seed=0)
         images, labels = train.images[idx], train.labels[idx]
         kept, _ = hash_split(images, val_fraction=0.2, seed=0)
         out.append((images[kept], labels[kept]))
-    return out, test
+    return out, val, test
 
 
-def run(recipe: dict[str, Any], seed: int, sites: list[tuple[np.ndarray, np.ndarray]], test: Any,
+def run(recipe: dict[str, Any], seed: int, sites: list[tuple[np.ndarray, np.ndarray]], val: Any, test: Any,
         epsilon: float) -> dict[str, Any]:
     r = {**DEFAULTS, **recipe}
     counts = np.bincount(np.concatenate([y for _, y in sites]), minlength=2).tolist()
@@ -95,12 +98,14 @@ def run(recipe: dict[str, Any], seed: int, sites: list[tuple[np.ndarray, np.ndar
     model = task.build_model(spec)
     set_weights(model, global_weights)
     scored = evaluate_model(model, test.images, test.labels)
+    chosen_on = evaluate_model(model, val.images, val.labels)
     with torch.no_grad():
         model.eval()
         logits = model(torch.from_numpy(test.images.astype(np.float32) / 255.0))
     margin = (logits[:, 1] - logits[:, 0]).numpy()
     return {"recipe": json.dumps(recipe, sort_keys=True) if recipe else "demo defaults", "seed": seed,
-            "sigma": sigma, "test_accuracy": scored.accuracy, "test_auc": scored.auc,
+            "sigma": sigma, "val_accuracy": chosen_on.accuracy, "val_auc": chosen_on.auc,
+            "test_accuracy": scored.accuracy, "test_auc": scored.auc,
             "margin_normal": float(np.median(margin[test.labels == 0])),
             "margin_pneumonia": float(np.median(margin[test.labels == 1])),
             "seconds": time.perf_counter() - started}
@@ -116,19 +121,20 @@ def main() -> None:
     parser.add_argument("--epsilon", type=float, default=8.0)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    sites, test = shards(args.source, args.sites)
+    sites, val, test = shards(args.source, args.sites)
     rows = []
     for recipe in args.recipe or RECIPES:
         for seed in (int(s) for s in args.seeds.split(",")):
-            rows.append(run(recipe, seed, sites, test, args.epsilon))
+            rows.append(run(recipe, seed, sites, val, test, args.epsilon))
             print(json.dumps(rows[-1]), flush=True)
     frame = pd.DataFrame(rows)
     summary = frame.groupby("recipe", sort=False).agg(
-        sigma=("sigma", "first"), acc=("test_accuracy", "mean"), acc_sd=("test_accuracy", "std"),
+        sigma=("sigma", "first"), val_acc=("val_accuracy", "mean"), val_auc=("val_auc", "mean"),
+        acc=("test_accuracy", "mean"), acc_sd=("test_accuracy", "std"),
         auc=("test_auc", "mean"), auc_sd=("test_auc", "std"), runs=("seed", "count"))
     with pd.option_context("display.width", 250, "display.max_colwidth", 120,
                            "display.float_format", "{:.3f}".format):
-        print(summary.to_string())
+        print(summary.sort_values("val_acc", ascending=False).to_string())
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ and the final metrics.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -56,19 +57,25 @@ def submit_release(sites: list[Site], state: RunState, run_dir: RunDir) -> list[
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{release_function_name(spec.job_id)}.py"
     path.write_text(release_source(job_id=spec.job_id))
-    submissions = []
-    for index, site in enumerate(s for s in sites if s.server_name in roster):
-        constant = {"job": spec.to_dict(), "site_index": roster.index(site.server_name),
-                    "n_sites": len(roster), "sites": roster}
-        function = load_submitted(path, site, spec.dataset, module_name=f"{path.stem}_{index}",
-                                  constants={"release_spec": constant})
-        with quiet():
-            request = site.client.code.request_code_execution(function)
-        if not hasattr(request, "id"):
-            raise NotApproved(f"site '{site.name}' refused the release request: {request}")
-        submissions.append(Submission(site.name, str(request.id), release_function_name(spec.job_id)))
+    members = [s for s in sites if s.server_name in roster]
+    with ThreadPoolExecutor(max(1, len(members))) as pool:  # each request is its own datasite's work
+        submissions = list(pool.map(lambda pair: _request_release(*pair, spec=spec, path=path),
+                                    enumerate(members)))
     _save_json(run_dir.path / "release" / "requests.json", [asdict(s) for s in submissions])
     return submissions
+
+
+def _request_release(index: int, site: Site, *, spec: JobSpec, path: Path) -> Submission:
+    roster = list(spec.sites)
+    constant = {"job": spec.to_dict(), "site_index": roster.index(site.server_name),
+                "n_sites": len(roster), "sites": roster}
+    function = load_submitted(path, site, spec.dataset, module_name=f"{path.stem}_{index}",
+                              constants={"release_spec": constant})
+    with quiet():
+        request = site.client.code.request_code_execution(function)
+    if not hasattr(request, "id"):
+        raise NotApproved(f"site '{site.name}' refused the release request: {request}")
+    return Submission(site.name, str(request.id), release_function_name(spec.job_id))
 
 
 def load_submissions(run_dir: RunDir) -> list[Submission]:

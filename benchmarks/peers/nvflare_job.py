@@ -119,9 +119,9 @@ def _final_model(result: Path, bundle: Path, poc_workspace: str | None) -> dict[
     import numpy as np
     import torch
 
-    found = sorted(result.rglob("FL_global_model.pt")) or sorted(result.rglob("*.pt"))
+    found = sorted(result.rglob("FL_global_model.pt"))  # never another .pt: it may be a round's model
     if not found:
-        raise SystemExit(f"no global model under {result}")
+        raise SystemExit(f"no FL_global_model.pt under {result}")
     saved = torch.load(found[0], map_location="cpu", weights_only=False)
     state = saved.get("model", saved) if isinstance(saved, dict) else saved
     if poc_workspace is None:
