@@ -145,6 +145,10 @@ def test_demo_recipe_fills_in_the_flags_left_at_their_defaults(tmp_path: Path) -
     assert args.rounds == 3  # given on the command line: it wins
     for key in ("lr", "batch_size", "optimizer", "loss", "logit_tau", "class_weights", "model"):
         assert getattr(args, key) == values[key], key
+    plain = build_parser().parse_args(["demo", "--recipe", "plain-augmented", "--no-dp", "--no-he"])
+    _apply_recipe(plain)
+    for key, value in RECIPES["plain-augmented"].values.items():  # every key is a demo flag
+        assert getattr(plain, key) == value, key
     workdir = tmp_path / "demo"
     result = run_cli("demo", "--recipe", "dp-fastest", "--workdir", str(workdir))
     assert result.code == 2 and "--recipe: unknown recipe 'dp-fastest'" in result.err and not workdir.exists()
