@@ -3,9 +3,10 @@
 ``TrainConfig.augment = "affine"`` warps every image of a training batch by a random rotation
 (±10°), isotropic scale (±10%) and shift (±10% of the side), the usual light geometry for chest
 X-rays (no flips: the heart's side is anatomy, not noise). The warp is MONAI's batched
-:class:`monai.networks.layers.AffineTransform` on the batch as a whole: a per-image
-``monai.transforms.RandAffine`` costs about 1.5 ms an image on one CPU thread here, more than
-the small CNN's own training step, while the batched warp costs about 0.7 ms a batch of 64.
+:class:`monai.networks.layers.AffineTransform` on the batch as a whole. On one CPU thread here,
+a per-image ``monai.transforms.RandAffine`` costs about 44 ms a batch of 64, more than twice the
+small CNN's training step (18 ms); the batched warp costs about 0.5 ms
+(``benchmarks/augment_cost.py``).
 
 Why this is safe under DP-SGD: image *i*'s warp is drawn from the generator alone, never from
 another image, so its per-sample gradient is still a function of image *i* only and clipping
