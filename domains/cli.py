@@ -39,6 +39,7 @@ def _show(frame: pd.DataFrame, empty: str) -> None:
 def cmd_deploy(args: argparse.Namespace) -> int:
     from domains.site import he_key, lifecycle, site_keys
     data_dir = _data_dir(args)
+    tls_files = _tls_files(args)  # fills args.he_key and args.site_keys from a kit
     key = he_key.check(args.he_key) if args.he_key else None  # bad key files stop the deploy
     if args.site_keys:                                          # before anything starts
         site_keys.check_deploy(data_dir, args.site_keys, name=args.name, he_key_id=key)
@@ -47,7 +48,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda signum, _: stop_asked.append(signum))
     result, proc = lifecycle.deploy(
-        data_dir, name=args.name, port=args.port, host=args.host, detach=args.detach
+        data_dir, name=args.name, port=args.port, host=args.host, detach=args.detach,
+        tls_files=tls_files, insecure_http=args.insecure_http,
     )
     if not args.detach:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -56,6 +58,11 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             proc.terminate()
     cfg = result.config
     print(f"datasite '{cfg.name}' is up at {cfg.url} (pid {result.pid})")
+    if cfg.tls:
+        print(f"TLS: {data_dir.tls_dir}/server.crt; client certificates "
+              f"{'required from the federation CA (mutual TLS)' if cfg.client_auth else 'not asked for'}")
+    elif cfg.insecure_http:
+        print(f"WARNING: plain HTTP on {cfg.host} (--insecure-http): passwords cross the network in clear")
     if args.he_key:
         print(f"HE key {he_key.install(data_dir, args.he_key)[:8]} installed "
               f"({data_dir.file(he_key.HE_KEY_FILE)}, mode 0600)")
@@ -79,6 +86,29 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return 0 if code in (0, -signal.SIGTERM) else code
 
 
+def _tls_files(args: argparse.Namespace) -> Any:
+    """The TLS files of ``--kit`` or ``--tls-cert/--tls-key/--tls-ca`` (None: no new TLS)."""
+    from domains.site import lifecycle, tls
+
+    if args.kit and (args.tls_cert or args.tls_key or args.tls_ca):
+        raise MedsyftDomainError("give either --kit or --tls-cert/--tls-key, not both")
+    if args.kit:
+        files = tls.kit_files(args.kit)
+        args.he_key = args.he_key or (str(files["he_key"]) if "he_key" in files else None)
+        args.site_keys = args.site_keys or (str(files["site_keys"]) if "site_keys" in files else None)
+        return lifecycle.TLSFiles(files["cert"], files["key"], files["ca"])
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise MedsyftDomainError("--tls-cert and --tls-key go together; give both (PEM files)")
+    if args.tls_ca and not args.tls_cert:
+        raise MedsyftDomainError("--tls-ca needs --tls-cert and --tls-key")
+    if args.tls_cert and args.insecure_http:
+        raise MedsyftDomainError("--insecure-http with TLS files makes no sense; drop one of them")
+    if args.tls_cert:
+        return lifecycle.TLSFiles(Path(args.tls_cert), Path(args.tls_key),
+                                  Path(args.tls_ca) if args.tls_ca else None)
+    return None
+
+
 def cmd_stop(args: argparse.Namespace) -> int:
     from domains.site import lifecycle
     data_dir = _data_dir(args)
@@ -95,6 +125,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     state = f"running (pid {report.pid})" if report.pid else "running"
     print(f"datasite: {report.name}  {report.url}  "
           f"{state if report.reachable else 'NOT REACHABLE'}")
+    print(f"transport: {report.transport}")
     if not report.reachable:
         _show(report.datasets, "no datasets published yet")
         print(f"start it with `medsyft domain deploy --data-dir {_data_dir(args).path} --detach`")
@@ -402,6 +433,14 @@ def register(subparsers: Any) -> None:
                    "(copied into DIR; needed for encrypted aggregation)")
     p.add_argument("--site-keys", help="this hospital's NAME/site-keys.medsyftkey from `medsyft keys "
                    "init --site NAME` (copied into DIR; needed for verifiable secure aggregation)")
+    p.add_argument("--kit", help="this hospital's folder from `medsyft federation init`: serve HTTPS with "
+                   "its certificate, require client certificates from its CA, and install its HE and "
+                   "site keys")
+    p.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate (instead of --kit)")
+    p.add_argument("--tls-key", help="the PEM key of --tls-cert")
+    p.add_argument("--tls-ca", help="require client certificates issued by this CA (mutual TLS)")
+    p.add_argument("--insecure-http", action="store_true",
+                   help="allow plain HTTP on a non-loopback --host (passwords travel in clear; logged)")
 
     _add(sub, "stop", cmd_stop, "stop the datasite of --data-dir")
     _add(sub, "status", cmd_status, "reachable or not, datasets, users, pending requests")

@@ -26,6 +26,7 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from domains.cli import register as register_domain
     from medsyft.demo import register as register_demo
+    from medsyft.federation import register as register_federation
     from medsyft.keys import register as register_keys
     from orchestrator.cli import register as register_orchestrator
 
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_domain(sub)
     register_orchestrator(sub)
     register_keys(sub)
+    register_federation(sub)
     register_demo(sub)
     return parser
 

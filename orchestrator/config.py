@@ -30,11 +30,17 @@ Example::
     approval_timeout = 600        # seconds to wait for every owner's approval
     run_dir = "runs/chest"        # checkpoints, history, plot, submitted code
 
+    [tls]                         # from the scientist kit of `medsyft federation init`; per site too
+    ca_file = "kit/ca.crt"        # the federation CA: every https:// site's certificate must be from it
+    client_cert = "kit/client.crt"  # mutual TLS: proves to each datasite that you are in the federation
+    client_key = "kit/client.key"
+
     [[sites]]
     name = "hospital-a"
-    url = "http://127.0.0.1:8081"
+    url = "https://hospital-a.example:8443"   # http:// only for a datasite on this machine's loopback
     email = "ana@uni.example"
     password_file = "secrets/hospital-a.txt"   # or password_env = "HOSPITAL_A_PASSWORD"
+    # ca_file, client_cert, client_key here override [tls] for this site
 
     [privacy]                     # on by default; turning either off is logged and shown at review
     dp = true
@@ -86,6 +92,27 @@ class SiteConfig:
     email: str
     password_file: str | None = None
     password_env: str | None = None
+    ca_file: str | None = None      # the federation CA (else the system's trusted CAs, for https://)
+    client_cert: str | None = None  # the scientist's client certificate (mutual TLS) and its key
+    client_key: str | None = None
+
+    def tls(self, base: Path) -> Any:
+        """The :class:`domains.shared.tls.TLSClient` to reach this site with (None: plain HTTP)."""
+        from domains.shared.tls import TLSClient, is_https
+
+        if not is_https(self.url) and not (self.ca_file or self.client_cert):
+            return None
+        paths = {}
+        for key in ("ca_file", "client_cert", "client_key"):
+            value = getattr(self, key)
+            if value:
+                path = (base / value).expanduser()
+                if not path.is_file():
+                    raise ConfigError(f"site '{self.name}': {key} {path} does not exist; give the file from "
+                                      "the scientist kit of `medsyft federation init`")
+                paths[key] = path
+        return TLSClient(ca_file=paths.get("ca_file"), cert_file=paths.get("client_cert"),
+                         key_file=paths.get("client_key"))
 
     def password(self, base: Path) -> str:
         if self.password_env:

@@ -53,6 +53,31 @@ class _SiteTable(_Table):
     email: str = Field(examples=["you@uni.example"])
     password_file: str | None = None
     password_env: str | None = None
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> Self:
+        _check_pair(self.client_cert, self.client_key, "sites")
+        return self
+
+
+class _TLSTable(_Table):
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> Self:
+        _check_pair(self.client_cert, self.client_key, "tls")
+        return self
+
+
+def _check_pair(cert: str | None, key: str | None, table: str) -> None:
+    if bool(cert) != bool(key):
+        raise Broken(table, "client_cert and client_key go together; give both (the scientist kit's "
+                     "client.crt and client.key)")
 
 
 class _BaselineTable(_Table):
@@ -182,6 +207,7 @@ class JobFile(_Table):
 
     job: _JobTable = Field(default_factory=_empty_table, validate_default=True)
     sites: list[_SiteTable] = Field(default_factory=list)
+    tls: _TLSTable = Field(default_factory=_empty_table, validate_default=True)
     privacy: _PrivacyTable = Field(default_factory=_empty_table, validate_default=True)
     baseline: _BaselineTable = Field(default_factory=_empty_table, validate_default=True)
     evaluation: _EvaluationTable = Field(default_factory=_empty_table, validate_default=True)
@@ -206,9 +232,17 @@ class JobFile(_Table):
                           "itself, and one that misses a round's aggregate cannot update its optimizer state")
         return self
 
+    def _with_tls(self, site: _SiteTable) -> dict[str, Any]:
+        """A site's keys, its TLS files taken from [tls] where the site names none of its own."""
+        values = site.model_dump()
+        if not (site.client_cert or site.client_key):
+            values["client_cert"], values["client_key"] = self.tls.client_cert, self.tls.client_key
+        values["ca_file"] = site.ca_file or self.tls.ca_file
+        return values
+
     def to_config(self, base_dir: Path) -> JobConfig:
         return JobConfig(**self.job.model_dump(), base_dir=base_dir,
-                         sites=[SiteConfig(**s.model_dump()) for s in self.sites],
+                         sites=[SiteConfig(**self._with_tls(s)) for s in self.sites],
                          privacy=PrivacyConfig(**self.privacy.model_dump()),
                          baseline=BaselineConfig(**self.baseline.model_dump()),
                          evaluation=EvaluationConfig(**self.evaluation.model_dump()))

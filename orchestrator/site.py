@@ -16,12 +16,14 @@ import numpy as np
 import pandas as pd
 
 from domains import datasite_metadata, parse_metadata, quiet
+from domains.shared.tls import TLSClient, preflight, syft_login
 from orchestrator.config import SiteConfig
 from orchestrator.errors import SiteUnavailable
 
 
-def healthy(url: str, timeout: float = 3.0) -> bool:
-    return bool((datasite_metadata(url, timeout) or {}).get("name"))
+def healthy(url: str, timeout: float = 3.0, tls: TLSClient | None = None) -> bool:
+    context = tls.ssl_context() if tls is not None else None
+    return bool((datasite_metadata(url, timeout, context=context) or {}).get("name"))
 
 
 @dataclass
@@ -32,26 +34,29 @@ class Site:
     url: str
     client: Any
     server_name: str = ""  # the datasite's own name, as the job's roster names it
+    tls: TLSClient | None = None
 
     @classmethod
     def connect(cls, config: SiteConfig, base: Path) -> Site:
-        server_name = str((datasite_metadata(config.url, 3.0) or {}).get("name") or "")
+        """Log in; TLS is checked first, so no password is sent to a site that fails verification."""
+        tls = config.tls(base)
+        preflight(config.url, tls, site=config.name)  # TLSProblem: one line naming the site
+        server_name = str((datasite_metadata(config.url, 3.0, context=tls.ssl_context() if tls else None)
+                           or {}).get("name") or "")
         if not server_name:
             raise SiteUnavailable(f"site '{config.name}' does not answer at {config.url}; "
                                   "is its datasite running?")
         password = config.password(base)
         try:
             with quiet():
-                import syft as sy
-
-                client = sy.login(url=config.url, email=config.email, password=password)
+                client = syft_login(config.url, email=config.email, password=password, tls=tls)
         except Exception as exc:
             raise SiteUnavailable(f"site '{config.name}': login as {config.email} failed "
                                   f"({exc}); check the credentials") from exc
-        return cls(config.name, config.url, client, server_name)
+        return cls(config.name, config.url, client, server_name, tls)
 
     def healthy(self) -> bool:
-        return healthy(self.url)
+        return healthy(self.url, tls=self.tls)
 
     def datasets(self) -> pd.DataFrame:
         rows = []

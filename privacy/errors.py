@@ -51,3 +51,9 @@ class RecoveryRefused(SecAggError):
     """Raised when a surviving site will not reveal its masks with a dropped site: it has seen a
     valid part from that site for the call, it already revealed masks for another survivor set of
     the same call, or the request is inconsistent with its own part."""
+
+
+class PKIError(PrivacyError, ValueError):
+    """Raised for a federation certificate or key that cannot be used: unreadable, not PEM, a key that
+    is not the certificate's, expired or not yet valid, the wrong role (a scientist's certificate
+    where a datasite's belongs), or not issued by the federation CA (:mod:`privacy.pki`)."""

@@ -9,6 +9,7 @@ a datasite's public ``/api/v2/metadata`` to tell whether it is up. This is the o
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.request
 from typing import Any
 
@@ -29,10 +30,17 @@ def parse_metadata(description: Any) -> dict[str, Any]:
         return {}
 
 
-def datasite_metadata(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
-    """The datasite's public metadata, or None when nothing answers at *url*."""
+def datasite_metadata(url: str, timeout: float = 2.0, *, context: ssl.SSLContext | None = None
+                      ) -> dict[str, Any] | None:
+    """The datasite's public metadata, or None when nothing answers at *url*.
+
+    An ``https://`` datasite is verified with *context* (the federation CA, or the datasite's own
+    pinned certificate for its admin tools: :class:`domains.shared.tls.TLSClient`); one whose
+    certificate does not verify counts as not answering.
+    """
     try:
-        with urllib.request.urlopen(f"{url}/api/v2/metadata", timeout=timeout) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"{url}/api/v2/metadata", timeout=timeout,  # noqa: S310
+                                    context=context) as resp:
             return dict(json.loads(resp.read()))
     except (OSError, ValueError):
         return None

@@ -29,3 +29,10 @@ class TrainingError(MedsyftDomainError, RuntimeError):
 
 class TrainConfigError(TrainingError, ValueError):
     """Raised by :meth:`TrainConfig.validate` for a hyperparameter outside its allowed range."""
+
+
+class TLSProblem(MedsyftDomainError, ConnectionError):
+    """Raised before any password is sent when a datasite cannot be reached as configured over TLS:
+    a certificate from another CA, an expired or not yet valid one, a host name it does not name,
+    ``http://`` to an HTTPS datasite or the reverse, or a client certificate missing or refused
+    (:mod:`domains.shared.tls`). The message names the site and what to change."""

@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from domains.errors import DatasiteNotRunning
+from domains.shared.tls import syft_login
 from domains.site.datadir import DataDir
 from domains.site.lifecycle import datasite_identity, metadata
 from domains.site.quiet import quiet
+from domains.site.tls import admin_context, admin_tls
 
 __all__ = ["admin_client", "forget_clients", "quiet", "require_running"]
 
@@ -27,7 +29,7 @@ __all__ = ["admin_client", "forget_clients", "quiet", "require_running"]
 def require_running(data_dir: DataDir) -> str:
     """The datasite's URL, or DatasiteNotRunning with the command that starts it."""
     config = data_dir.read_config()
-    if metadata(config.url) is None:
+    if metadata(config.url, context=admin_context(data_dir, config)) is None:
         raise DatasiteNotRunning(
             f"datasite '{config.name}' is not running at {config.url}; start it with "
             f"`medsyft domain deploy --data-dir {data_dir.path} --detach`"
@@ -50,9 +52,7 @@ def admin_client(data_dir: DataDir) -> Any:
         if cached is not None and cached[0] == key and key[0] is not None:
             return cached[1]
         with quiet():
-            import syft as sy
-
-            client = sy.login(url=url, email=creds.email, password=creds.password)
+            client = syft_login(url, email=creds.email, password=creds.password, tls=admin_tls(data_dir))
         _clients[path] = (key, client)  # replaces a restarted datasite's client
         return client
 

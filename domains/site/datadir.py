@@ -20,6 +20,9 @@ Layout::
     DIR/jobs/JOB/           execution ledger and results of approved training jobs
     DIR/datasite.pid        pid of a running datasite (line 1) and its start time (line 2)
     DIR/datasite.log        its log
+    DIR/tls/server.crt      the datasite's TLS certificate, from its federation kit (HTTPS only)
+    DIR/tls/server.key      its key, 0600
+    DIR/tls/ca.crt          the federation CA: with mutual TLS, clients must hold a certificate from it
 """
 
 from __future__ import annotations
@@ -53,11 +56,17 @@ class DatasiteConfig:
     host: str
     port: int
     server_uid: str
+    tls: bool = False            # serves HTTPS with DIR/tls/server.crt
+    client_auth: bool = False    # mutual TLS: refuses clients without a certificate from DIR/tls/ca.crt
+    insecure_http: bool = False  # plain HTTP on a non-loopback address, allowed by --insecure-http
 
     @property
     def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host  # noqa: S104
-        return f"http://{host}:{self.port}"
+        """Where this host's own tools reach the datasite (loopback when it binds every address)."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host  # noqa: S104
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
 
 @dataclass
@@ -81,6 +90,10 @@ class DataDir:
     @property
     def syft_dir(self) -> Path:
         return self.path / "syft"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.path / "tls"
 
     @property
     def tmp_dir(self) -> Path:

@@ -21,6 +21,7 @@ from domains import budget
 from domains.data.publish import PublishRequest, PublishResult, publish
 from domains.review.requests import RequestBook, ReviewReport
 from domains.site import he_key, lifecycle, site_keys
+from domains.site import tls as site_tls
 from domains.site.accounts import add_scientist
 from domains.site.audit import AuditLog
 from domains.site.datadir import AUDIT_FILE, DataDir, DatasiteConfig
@@ -44,20 +45,29 @@ class Datasite:
         timeout: float = lifecycle.START_TIMEOUT_S,
         he_key_file: str | os.PathLike[str] | None = None,
         site_keys_file: str | os.PathLike[str] | None = None,
+        kit: str | os.PathLike[str] | None = None,
+        tls_files: lifecycle.TLSFiles | None = None,
+        insecure_http: bool = False,
     ) -> Datasite:
         """Start the datasite in the background and return once it answers.
 
         *he_key_file* is the hospital secret context of ``medsyft keys init``; *site_keys_file*
         this hospital's ``site-keys.medsyftkey`` of ``medsyft keys init --site`` (its site must be
         this datasite's name, its roster's HE key this datasite's). Both are checked before the
-        start and copied into the data directory after it.
+        start and copied into the data directory after it. *kit* is this hospital's folder of
+        ``medsyft federation init``: HTTPS with mutual TLS, and the two key files unless given.
         """
         site = cls(data_dir)
+        if kit is not None:
+            files = site_tls.kit_files(kit)
+            tls_files = lifecycle.TLSFiles(files["cert"], files["key"], files["ca"])
+            he_key_file = he_key_file if he_key_file is not None else files.get("he_key")
+            site_keys_file = site_keys_file if site_keys_file is not None else files.get("site_keys")
         key = he_key.check(he_key_file) if he_key_file is not None else None
         if site_keys_file is not None:
             site_keys.check_deploy(site.data_dir, site_keys_file, name=name, he_key_id=key)
         lifecycle.deploy(site.data_dir, name=name, port=port, host=host, detach=True,
-                         timeout=timeout)
+                         timeout=timeout, tls_files=tls_files, insecure_http=insecure_http)
         if he_key_file is not None:
             he_key.install(site.data_dir, he_key_file)
         if site_keys_file is not None:
@@ -119,7 +129,7 @@ class Datasite:
     def audit(self, *, sync: bool = True) -> pd.DataFrame:
         """The audit log as a table; *sync* first copies in executions the datasite recorded."""
         log = AuditLog(self.data_dir.file(AUDIT_FILE))
-        if sync and lifecycle.metadata(self.url) is not None:
+        if sync and lifecycle.metadata(self.url, context=site_tls.admin_context(self.data_dir)) is not None:
             RequestBook(self.data_dir).sync_executions()
         log.verify()
         return log.to_frame()

@@ -31,6 +31,7 @@ import psutil
 
 from domains.data.metadata import datasite_metadata as metadata
 from domains.errors import DeployError
+from domains.site import tls
 from domains.site.audit import AuditLog, local_actor
 from domains.site.datadir import (
     AUDIT_FILE,
@@ -226,11 +227,20 @@ def _wait_healthy(proc: subprocess.Popen[bytes], data_dir: DataDir, url: str, ti
             raise DeployError(
                 f"datasite exited during start-up ({last}); see {data_dir.file(LOG_FILE)}"
             )
-        if metadata(url, timeout=1.0) is not None:
+        if metadata(url, timeout=1.0, context=tls.admin_context(data_dir)) is not None:
             return
         time.sleep(0.3)
     proc.terminate()
     raise DeployError(f"datasite did not answer at {url} within {timeout:.0f} s; see its log")
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """What ``deploy --kit`` or ``--tls-cert/--tls-key/--tls-ca`` names; ``ca`` turns on mutual TLS."""
+
+    cert: Path
+    key: Path
+    ca: Path | None = None
 
 
 def deploy(
@@ -241,8 +251,15 @@ def deploy(
     host: str = "127.0.0.1",
     detach: bool = True,
     timeout: float = START_TIMEOUT_S,
+    tls_files: TLSFiles | None = None,
+    insecure_http: bool = False,
 ) -> tuple[DeployResult, subprocess.Popen[bytes]]:
-    """Start the datasite for *data_dir*; returns once it answers on its port."""
+    """Start the datasite for *data_dir*; returns once it answers on its port.
+
+    With *tls_files* the datasite serves HTTPS from then on (the files are checked, then copied
+    into ``DIR/tls``); without, a datasite that served HTTPS before still does. Plain HTTP on a
+    non-loopback *host* is refused unless *insecure_http*.
+    """
     running = read_pid(data_dir) if data_dir.is_initialized else None
     if running is not None:
         url = data_dir.read_config().url
@@ -250,8 +267,20 @@ def deploy(
             f"datasite in {data_dir.path} is already running (pid {running}, {url}); "
             "stop it first with `medsyft domain stop`"
         )
+    known_name = name or (data_dir.read_config().name if data_dir.is_initialized else None)
+    if tls_files is not None:
+        tls.check_files(tls_files.cert, tls_files.key, tls_files.ca, name=known_name, host=host)
+    else:
+        was_tls = data_dir.is_initialized and data_dir.read_config().tls
+        if not was_tls:
+            tls.check_plain_http(host, insecure_http=insecure_http)
     check_port_free(host, port)
     config, created = initialize(data_dir, name=name, host=host, port=port)
+    if tls_files is not None:
+        tls.install(data_dir, tls_files.cert, tls_files.key, tls_files.ca)
+        config.tls, config.client_auth = True, tls_files.ca is not None
+    config.insecure_http = not config.tls and not tls.is_loopback(host)
+    data_dir.write_config(config)
     proc = _spawn(data_dir, detach=detach)
     _write_pid_file(data_dir, proc.pid)
     try:

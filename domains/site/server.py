@@ -89,12 +89,21 @@ def serve(data_dir: DataDir) -> None:
     # so that they do not slow the start-up itself
     warm.start(serving=(config.host, config.port))
 
+    from domains.site import tls
+    if config.tls:
+        print(f"medsyft: serving HTTPS with {data_dir.tls_dir}/server.crt; client certificates "
+              f"{'required (mutual TLS)' if config.client_auth else 'not asked for'}",
+              file=sys.stderr, flush=True)
+    elif config.insecure_http:
+        print(f"medsyft: WARNING: plain HTTP on {config.host}:{config.port} (--insecure-http): passwords "
+              "and results cross the network unencrypted", file=sys.stderr, flush=True)
     uvicorn.run(
         syft_guard.app_factory,
         host=config.host,
         port=config.port,
         factory=True,
         log_level="warning",
+        **tls.uvicorn_options(data_dir, config),
     )
 
 
