@@ -1,8 +1,10 @@
 """``medsyft demo``: the main job on a local federation over loopback.
 
-1. a key ceremony makes the federation's HE keys, its roster and a signing kit per hospital;
-   three hospital datasites start as real PySyft processes on free 127.0.0.1 ports, each
-   holding the hospitals' secret key and its own kit;
+1. one ceremony (``medsyft federation init``) makes the federation's CA, its HE keys, its roster
+   and a kit per hospital; three hospital datasites start as real PySyft processes on free
+   127.0.0.1 ports, each serving HTTPS with its kit's certificate and accepting only clients with
+   a certificate from the federation CA (mutual TLS), each holding the hospitals' secret key and
+   its own signing keys;
 2. each publishes its shard of one source (Dirichlet label skew, as real hospitals differ)
    with an ε budget;
 3. each creates an account for the data scientist;
@@ -32,6 +34,7 @@ what an earlier run created there. Any other folder is refused, and nothing in i
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import time
 from collections.abc import Iterator
@@ -137,6 +140,8 @@ def _write_job(workdir: Path, sites: list[Any], args: argparse.Namespace) -> Pat
         f'augment = "{args.augment}"\nlr_schedule = "{args.lr_schedule}"\n'
         + (f"proximal_mu = {args.proximal_mu}\n" if args.strategy == "fedprox" else "")
         + f'seed = {args.seed}\nrun_dir = "run"\n\n' + privacy + "\n"
+        + '[tls]\nca_file = "keys/scientist/ca.crt"\nclient_cert = "keys/scientist/client.crt"\n'
+        'client_key = "keys/scientist/client.key"\n\n'
         + "\n".join(site_tables)
         + f'\n[baseline]\nsource = "{source}"\ncount = {args.count}\n'
         f'partition = "{args.partition}"\nseed = {args.seed}\n'
@@ -266,19 +271,19 @@ def _release(job: Any, sites: list[Any], fed: Any) -> Any:
     return released
 
 
-def _key_ceremony(workdir: Path, args: argparse.Namespace) -> dict[str, dict[str, Path]]:
-    """``medsyft keys init --site`` for every hospital: each deploys with its own kit."""
-    if args.no_he:
-        return {}
-    from privacy.ceremony import init_federation
-    from privacy.he_keys import SECRET_FILE
-    from privacy.roster import SITE_KEYS_FILE
+def _key_ceremony(workdir: Path, ports: list[int]) -> Path:
+    """``medsyft federation init`` for the three hospitals on loopback: the CA, every hospital's TLS
+    kit (with the HE secret and its signing keys) and the scientist's kit, in one ceremony."""
+    from medsyft.federation import init
 
-    fed = init_federation(workdir / "keys", list(HOSPITALS))
-    print(f"[1/7] key ceremony: HE key {fed.roster.he_key_id[:8]}, roster {fed.roster.fingerprint[:12]} "
-          "(each hospital: the HE secret and its own signing kit; orchestrator: public files only)")
-    return {name: {"he_key_file": folder / SECRET_FILE, "site_keys_file": folder / SITE_KEYS_FILE}
-            for name, folder in fed.kits.items()}
+    keys = workdir / "keys"
+    record = init(keys, [f"{name}=127.0.0.1:{port}" for name, port in zip(HOSPITALS, ports, strict=True)],
+                  SCIENTIST)
+    roster = json.loads((keys / "roster.json").read_text())
+    print(f"[1/7] federation {record['federation_id'][:8]}: a CA, a TLS kit per hospital (HE secret, "
+          f"signing keys), roster {roster['fingerprint'][:12]}; the scientist holds public files and a "
+          "client certificate")
+    return keys
 
 
 # recipe keys ([job], orchestrator.recipes) -> the demo's flags (their dests); a recipe's "model" is written
@@ -322,15 +327,15 @@ def run(args: argparse.Namespace) -> int:
     from orchestrator import FederatedJob, load_config
 
     clock = StepClock()
+    ports = free_ports(len(HOSPITALS))
     with clock.step("key ceremony"):
-        kits = _key_ceremony(workdir, args)
-    print(f"[1/7] deploying {len(HOSPITALS)} datasites on 127.0.0.1 (data in {workdir}) ...")
+        keys = _key_ceremony(workdir, ports)
+    print(f"[1/7] deploying {len(HOSPITALS)} datasites on 127.0.0.1, HTTPS with mutual TLS "
+          f"(data in {workdir}) ...")
     with clock.step("deploy the datasites (in parallel)"), ThreadPoolExecutor(len(HOSPITALS)) as pool:
         sites = list(pool.map(
-            lambda name, port: Datasite.deploy(workdir / name, name=name, port=port,
-                                               he_key_file=kits.get(name, {}).get("he_key_file"),
-                                               site_keys_file=kits.get(name, {}).get("site_keys_file")),
-            HOSPITALS, free_ports(len(HOSPITALS)),
+            lambda name, port: Datasite.deploy(workdir / name, name=name, port=port, kit=keys / name),
+            HOSPITALS, ports,
         ))
     for site in sites:
         print(f"      {site.config.name:<11} {site.url}")
@@ -364,9 +369,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"\ndatasites keep running; stop them with "
                   f"`medsyft domain stop --data-dir {workdir}/<hospital>`")
         else:
-            with clock.step("stop the datasites"):
-                for site in sites:
-                    site.stop()
+            with clock.step("stop the datasites"), ThreadPoolExecutor(len(sites)) as pool:
+                list(pool.map(lambda site: site.stop(), sites))  # each waits up to 3 s on open connections
             print("\ndatasites stopped (rerun with --keep-running to explore them)")
     steps = clock.table()
     steps.to_csv(workdir / "run" / "steps.csv", index=False)

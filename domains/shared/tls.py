@@ -250,7 +250,7 @@ def keep_https_ports() -> None:
         return parsed
 
     from_url._medsyft_keeps_port = True  # type: ignore[attr-defined]
-    ServerURL.from_url = classmethod(from_url)  # type: ignore[method-assign,assignment]
+    ServerURL.from_url = classmethod(from_url)
 
 
 def _route_api_calls() -> None:
@@ -260,7 +260,7 @@ def _route_api_calls() -> None:
     module-level ``requests.post``: no session, so neither the federation CA nor the client
     certificate. Other connections keep PySyft's own code path.
     """
-    import requests  # type: ignore[import-untyped]
+    import requests
     from syft.client.client import HTTPConnection
     from syft.serde.deserialize import _deserialize
     from syft.serde.serialize import _serialize
@@ -280,7 +280,7 @@ def _route_api_calls() -> None:
         return _deserialize(response.content, from_bytes=True)
 
     make_call._medsyft_tls = True  # type: ignore[attr-defined]
-    HTTPConnection.make_call = make_call  # type: ignore[method-assign]
+    HTTPConnection.make_call = make_call
 
 
 def syft_login(url: str, *, email: str, password: str, tls: TLSClient | None) -> Any:

@@ -270,10 +270,10 @@ def deploy(
     known_name = name or (data_dir.read_config().name if data_dir.is_initialized else None)
     if tls_files is not None:
         tls.check_files(tls_files.cert, tls_files.key, tls_files.ca, name=known_name, host=host)
+    elif data_dir.is_initialized and data_dir.read_config().tls:
+        tls.check_stored(data_dir, host=host)  # an expired certificate is refused at every start
     else:
-        was_tls = data_dir.is_initialized and data_dir.read_config().tls
-        if not was_tls:
-            tls.check_plain_http(host, insecure_http=insecure_http)
+        tls.check_plain_http(host, insecure_http=insecure_http)
     check_port_free(host, port)
     config, created = initialize(data_dir, name=name, host=host, port=port)
     if tls_files is not None:

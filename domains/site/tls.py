@@ -83,6 +83,14 @@ def check_files(cert: Path, key: Path, ca: Path | None, *, name: str | None, hos
                           "the address the kit was issued for, or 0.0.0.0")
 
 
+def check_stored(data_dir: DataDir, *, host: str) -> None:
+    """The checks of :func:`check_files` on the certificate a restart would serve from ``DIR/tls``."""
+    folder = data_dir.tls_dir
+    ca = folder / CA_FILE
+    check_files(folder / CERT_FILE, folder / KEY_FILE, ca if ca.exists() else None,
+                name=data_dir.read_config().name, host=host)
+
+
 def _covers(names: tuple[str, ...], host: str) -> bool:
     try:
         wanted = ipaddress.ip_address(host)
