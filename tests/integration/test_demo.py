@@ -19,7 +19,10 @@ def test_demo_prints_epsilon_and_wire_cost_and_releases_the_model(tmp_path: Path
                                 env={"MEDSYFT_WARM_RUNTIME": "1"})  # the default, which conftest turns off
     assert result.code == 0, result.err[-3000:]
     out = result.out
-    assert "key ceremony: HE key" in out and "ε budget" in out
+    assert "a CA, a TLS kit per hospital" in out and "ε budget" in out
+    assert "HTTPS with mutual TLS" in out
+    job_urls = re.findall(r'url = "([^"]+)"', (tmp_path / "demo/job.toml").read_text())
+    assert len(job_urls) == 3 and all(u.startswith("https://127.0.0.1:") for u in job_urls)
     assert "this job alone: ε=" in out and "RELEASE of job" in out  # both reviews were printed
     wire = re.search(r"HE wire cost per round: [\d.]+ MB per site .* \(([\d.]+)x float32\)", out)
     assert wire is not None and float(wire.group(1)) <= 4.0
@@ -37,7 +40,8 @@ def test_demo_prints_epsilon_and_wire_cost_and_releases_the_model(tmp_path: Path
     assert "batch_size = 48\n" in job_toml and "val_fraction = 0.25\n" in job_toml
     assert "datasites stopped" in out
     for hospital in ("hospital-a", "hospital-b", "hospital-c"):  # warmed while it waited for work
-        assert "medsyft: runtime warmed in" in (tmp_path / "demo" / hospital / "datasite.log").read_text()
+        log = (tmp_path / "demo" / hospital / "datasite.log").read_text()
+        assert "medsyft: runtime warmed in" in log and "required (mutual TLS)" in log
     made = {p.name for p in (tmp_path / "demo").iterdir()}
     assert DEMO_MARKER in made and made <= DEMO_ENTRIES  # so a rerun may replace all of it
 
