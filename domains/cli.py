@@ -43,13 +43,14 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     key = he_key.check(args.he_key) if args.he_key else None  # bad key files stop the deploy
     if args.site_keys:                                          # before anything starts
         site_keys.check_deploy(data_dir, args.site_keys, name=args.name, he_key_id=key)
+    db, db_password = _database(args)
     stop_asked: list[int] = []
     if not args.detach:  # Ctrl-C during start-up is kept for when the datasite is up, never lost
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda signum, _: stop_asked.append(signum))
     result, proc = lifecycle.deploy(
         data_dir, name=args.name, port=args.port, host=args.host, detach=args.detach,
-        tls_files=tls_files, insecure_http=args.insecure_http,
+        tls_files=tls_files, insecure_http=args.insecure_http, db=db, db_password=db_password,
     )
     if not args.detach:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -58,6 +59,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             proc.terminate()
     cfg = result.config
     print(f"datasite '{cfg.name}' is up at {cfg.url} (pid {result.pid})")
+    if cfg.db:
+        print(f"PySyft store: {cfg.db} (password in {data_dir.file('db.password')}, mode 0600)")
     if cfg.tls:
         print(f"TLS: {data_dir.tls_dir}/server.crt; client certificates "
               f"{'required from the federation CA (mutual TLS)' if cfg.client_auth else 'not asked for'}")
@@ -84,6 +87,17 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     lifecycle.record_stop(data_dir, proc.pid)
     print(f"datasite '{cfg.name}' stopped")
     return 0 if code in (0, -signal.SIGTERM) else code
+
+
+def _database(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """``--db`` and its password (a file or MEDSYFT_DB_PASSWORD), checked before anything starts."""
+    from domains.site import database
+
+    if args.db is None:
+        if args.db_password_file:
+            raise MedsyftDomainError("--db-password-file goes with --db postgresql://USER@HOST:PORT/DB")
+        return None, None
+    return database.parse(args.db), database.read_password(args.db_password_file)
 
 
 def _tls_files(args: argparse.Namespace) -> Any:
@@ -439,6 +453,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate (instead of --kit)")
     p.add_argument("--tls-key", help="the PEM key of --tls-cert")
     p.add_argument("--tls-ca", help="require client certificates issued by this CA (mutual TLS)")
+    p.add_argument("--db", metavar="postgresql://USER@HOST:PORT/DB",
+                   help="keep PySyft's store in PostgreSQL (medsyft's ledgers, audit log, data stay in DIR)")
+    p.add_argument("--db-password-file", metavar="FILE",
+                   help="the database password on this file's first line (else $MEDSYFT_DB_PASSWORD)")
     p.add_argument("--insecure-http", action="store_true",
                    help="allow plain HTTP on a non-loopback --host (passwords travel in clear; logged)")
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from domains.errors import PolicyRefused, RequestNotFound
+from domains.errors import MedsyftDomainError, PolicyRefused, RequestNotFound
 from domains.review.code_policy import CodeVerdict, classify, load_policy, record_custom_approval
 from domains.review.code_review import Flag, review_code
 from domains.review.privacy import (
@@ -323,6 +323,8 @@ def _stored_output_times(data_dir: DataDir) -> dict[str, str]:
     """When PySyft stored each run's output, by output id: the ``_created_at`` its database set
     on the ExecutionOutput row (UTC, to the second). Read-only; empty when the store is not a
     SQLite file here or cannot be read, so that those runs say their time is unknown."""
+    if data_dir.read_config().db:
+        return _postgres_output_times(data_dir)
     prefix = "sqlite:///"
     db = Path(data_dir.db_url[len(prefix):]) if data_dir.db_url.startswith(prefix) else None
     if db is None or not db.is_file():
@@ -332,6 +334,31 @@ def _stored_output_times(data_dir: DataDir) -> dict[str, str]:
             rows = con.execute('SELECT id, _created_at FROM "ExecutionOutput"').fetchall()
     except sqlite3.Error:
         return {}
+    return {_uid_hex(uid): _iso(str(at)) for uid, at in rows if at}
+
+
+def _postgres_output_times(data_dir: DataDir) -> dict[str, str]:
+    """:func:`_stored_output_times` for a store in PostgreSQL (``deploy --db``), read-only."""
+    from urllib.parse import urlsplit
+
+    import psycopg2
+
+    parts = urlsplit(data_dir.read_config().db or "")
+    try:
+        conn = psycopg2.connect(host=parts.hostname, port=parts.port or 5432, user=parts.username,
+                                password=data_dir.db_password(), dbname=parts.path.lstrip("/"),
+                                connect_timeout=10)
+    except (psycopg2.Error, MedsyftDomainError):
+        return {}
+    try:
+        conn.set_session(readonly=True)
+        with conn.cursor() as cur:
+            cur.execute('SELECT id, _created_at FROM "ExecutionOutput"')
+            rows = cur.fetchall()
+    except psycopg2.Error:
+        return {}
+    finally:
+        conn.close()
     return {_uid_hex(uid): _iso(str(at)) for uid, at in rows if at}
 
 

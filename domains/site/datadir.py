@@ -23,6 +23,7 @@ Layout::
     DIR/tls/server.crt      the datasite's TLS certificate, from its federation kit (HTTPS only)
     DIR/tls/server.key      its key, 0600
     DIR/tls/ca.crt          the federation CA: with mutual TLS, clients must hold a certificate from it
+    DIR/db.password         the PostgreSQL password, 0600, when PySyft's store is in PostgreSQL (--db)
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ AUDIT_FILE = "audit.jsonl"
 AUDIT_KEY_FILE = "audit.key"
 AUDIT_HEAD_FILE = "audit.head"
 AUDIT_LOCK_FILE = "audit.lock"
+DB_PASSWORD_FILE = "db.password"  # noqa: S105 - a file name
 
 
 @dataclass
@@ -59,6 +61,7 @@ class DatasiteConfig:
     tls: bool = False            # serves HTTPS with DIR/tls/server.crt
     client_auth: bool = False    # mutual TLS: refuses clients without a certificate from DIR/tls/ca.crt
     insecure_http: bool = False  # plain HTTP on a non-loopback address, allowed by --insecure-http
+    db: str | None = None        # PySyft's store in PostgreSQL: postgresql://USER@HOST:PORT/DB (no password)
 
     @property
     def url(self) -> str:
@@ -111,7 +114,25 @@ class DataDir:
 
     @property
     def db_url(self) -> str:
-        return f"sqlite:///{self.syft_dir / 'db.sqlite'}"
+        """PySyft's store: SQLite in DIR, or the PostgreSQL URL of ``--db`` with its password (a secret)."""
+        config = self.read_config() if self.is_initialized else None
+        if config is None or not config.db:
+            return f"sqlite:///{self.syft_dir / 'db.sqlite'}"
+        from urllib.parse import quote, urlsplit
+
+        parts = urlsplit(config.db)
+        password = self.db_password()
+        netloc = f"{quote(parts.username or '', safe='')}:{quote(password, safe='')}@{parts.hostname}"
+        if parts.port:
+            netloc += f":{parts.port}"
+        return f"postgresql://{netloc}{parts.path}"
+
+    def db_password(self) -> str:
+        try:
+            return self.file(DB_PASSWORD_FILE).read_text().splitlines()[0]
+        except (OSError, IndexError) as exc:
+            raise DataDirError(f"cannot read the database password {self.file(DB_PASSWORD_FILE)}; deploy "
+                               "again with --db-password-file FILE (or MEDSYFT_DB_PASSWORD)") from exc
 
     @property
     def is_initialized(self) -> bool:

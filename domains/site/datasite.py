@@ -20,7 +20,7 @@ import pandas as pd
 from domains import budget
 from domains.data.publish import PublishRequest, PublishResult, publish
 from domains.review.requests import RequestBook, ReviewReport
-from domains.site import he_key, lifecycle, site_keys
+from domains.site import database, he_key, lifecycle, site_keys
 from domains.site import tls as site_tls
 from domains.site.accounts import add_scientist
 from domains.site.audit import AuditLog
@@ -48,6 +48,8 @@ class Datasite:
         kit: str | os.PathLike[str] | None = None,
         tls_files: lifecycle.TLSFiles | None = None,
         insecure_http: bool = False,
+        db: str | None = None,
+        db_password: str | None = None,
     ) -> Datasite:
         """Start the datasite in the background and return once it answers.
 
@@ -56,6 +58,7 @@ class Datasite:
         this datasite's name, its roster's HE key this datasite's). Both are checked before the
         start and copied into the data directory after it. *kit* is this hospital's folder of
         ``medsyft federation init``: HTTPS with mutual TLS, and the two key files unless given.
+        *db* keeps PySyft's store in PostgreSQL (``postgresql://USER@HOST:PORT/DB``, *db_password*).
         """
         site = cls(data_dir)
         if kit is not None:
@@ -67,7 +70,8 @@ class Datasite:
         if site_keys_file is not None:
             site_keys.check_deploy(site.data_dir, site_keys_file, name=name, he_key_id=key)
         lifecycle.deploy(site.data_dir, name=name, port=port, host=host, detach=True,
-                         timeout=timeout, tls_files=tls_files, insecure_http=insecure_http)
+                         timeout=timeout, tls_files=tls_files, insecure_http=insecure_http,
+                         db=None if db is None else database.parse(db), db_password=db_password)
         if he_key_file is not None:
             he_key.install(site.data_dir, he_key_file)
         if site_keys_file is not None:

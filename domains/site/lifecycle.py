@@ -31,7 +31,7 @@ import psutil
 
 from domains.data.metadata import datasite_metadata as metadata
 from domains.errors import DeployError
-from domains.site import tls
+from domains.site import database, tls
 from domains.site.audit import AuditLog, local_actor
 from domains.site.datadir import (
     AUDIT_FILE,
@@ -253,12 +253,15 @@ def deploy(
     timeout: float = START_TIMEOUT_S,
     tls_files: TLSFiles | None = None,
     insecure_http: bool = False,
+    db: str | None = None,
+    db_password: str | None = None,
 ) -> tuple[DeployResult, subprocess.Popen[bytes]]:
     """Start the datasite for *data_dir*; returns once it answers on its port.
 
     With *tls_files* the datasite serves HTTPS from then on (the files are checked, then copied
     into ``DIR/tls``); without, a datasite that served HTTPS before still does. Plain HTTP on a
-    non-loopback *host* is refused unless *insecure_http*.
+    non-loopback *host* is refused unless *insecure_http*. *db* (``postgresql://USER@HOST:PORT/DB``,
+    with *db_password*) keeps PySyft's store in PostgreSQL; the database is logged in to first.
     """
     running = read_pid(data_dir) if data_dir.is_initialized else None
     if running is not None:
@@ -274,8 +277,12 @@ def deploy(
         tls.check_stored(data_dir, host=host)  # an expired certificate is refused at every start
     else:
         tls.check_plain_http(host, insecure_http=insecure_http)
+    _check_database(data_dir, db, db_password)
     check_port_free(host, port)
     config, created = initialize(data_dir, name=name, host=host, port=port)
+    if db is not None:
+        database.store_password(data_dir, db_password or "")
+        config.db = db
     if tls_files is not None:
         tls.install(data_dir, tls_files.cert, tls_files.key, tls_files.ca)
         config.tls, config.client_auth = True, tls_files.ca is not None
@@ -296,6 +303,19 @@ def deploy(
     )
     result = DeployResult(config, proc.pid, created, data_dir.file(CREDENTIALS_FILE))
     return result, proc
+
+
+def _check_database(data_dir: DataDir, db: str | None, password: str | None) -> None:
+    """Refuse a store the datasite could not open, before anything starts or changes."""
+    stored = data_dir.read_config().db if data_dir.is_initialized else None
+    if db is None:
+        if stored:  # a restart: the database must still take our login
+            database.check(stored, data_dir.db_password())
+        return
+    if data_dir.is_initialized and not stored:
+        raise DeployError(f"datasite in {data_dir.path} keeps its PySyft store in SQLite; --db would start "
+                          "it with an empty store (there is no migration): deploy a new --data-dir")
+    database.check(db, password or "")
 
 
 def stop(data_dir: DataDir, *, timeout: float = 20.0) -> int | None:

@@ -68,6 +68,9 @@ def server_environment(data_dir: DataDir) -> dict[str, str]:
 def serve(data_dir: DataDir) -> None:
     """Serve until terminated (SIGTERM/SIGINT stop uvicorn cleanly)."""
     config = data_dir.read_config()
+    if config.db:  # PySyft prints its connection string, password included: never into the log
+        from domains.site import database
+        database.redact_output(data_dir.db_password())
     os.environ.update(server_environment(data_dir))
     import tempfile
 
@@ -75,6 +78,9 @@ def serve(data_dir: DataDir) -> None:
     consume_secrets(data_dir)
     import uvicorn
 
+    if config.db:
+        from domains.site import database
+        database.fix_pysyft_url_parsing()
     from domains.site import syft_speedups
     applied = syft_speedups.apply()
     print(f"medsyft: PySyft speed-ups: {', '.join(applied) or 'none'}", file=sys.stderr, flush=True)

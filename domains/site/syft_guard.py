@@ -414,7 +414,9 @@ def app_factory() -> Any:
     """PySyft's FastAPI app, wrapped so that a login knows which client address it came from."""
     from syft.server.uvicorn import app_factory as syft_app_factory
 
-    return _RememberClientAddress(syft_app_factory())
+    app = syft_app_factory()
+    os.environ.pop("SYFT_DB_URL", None)  # read by PySyft just now; it may hold the database password
+    return _RememberClientAddress(app)
 
 
 class _RememberClientAddress:

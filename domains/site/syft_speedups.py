@@ -64,7 +64,7 @@ def apply() -> list[str]:
 
     np.set_printoptions(threshold=PRINT_THRESHOLD)
     if not getattr(ObjectStash.get_role, "_medsyft", False):
-        ObjectStash.get_role = _fast_get_role()
+        ObjectStash.get_role = _fast_get_role(ObjectStash.get_role)
     if not getattr(syft_object_module.attach_attribute_to_syft_object, "_medsyft", False):
         fast = _fast_attach_attribute()
         # the recursion resolves the module global, and service.py imported the name itself
@@ -116,8 +116,11 @@ def _fast_attach_attribute() -> Any:
     return attach_attribute_to_syft_object
 
 
-def _fast_get_role() -> Any:
+def _fast_get_role(original: Any) -> Any:
     """``ObjectStash.get_role`` reading only the ``role`` field of the caller's User row.
+
+    SQLite stores only: on PostgreSQL PySyft's own ``get_role`` runs (*original*), since the
+    select below, built as for SQLite, fails there (psycopg2 "can't adapt type").
 
     PySyft 0.9.5's body: if there is no User table the caller is a guest; otherwise select the
     User row whose ``verify_key`` equals the credentials (no permission filter), a guest if none,
@@ -130,12 +133,14 @@ def _fast_get_role() -> Any:
     from syft.serde.json_serde import deserialize_json
     from syft.service.user.user_roles import ServiceRole
     from syft.store.db.errors import StashDBException
-    from syft.store.db.schema import PostgresBase, SQLiteBase
+    from syft.store.db.schema import SQLiteBase
     from syft.store.db.stash import with_session
 
     @with_session
     def get_role(self: Any, credentials: Any, session: Any = None) -> ServiceRole:
-        base = SQLiteBase if self._is_sqlite() else PostgresBase
+        if not self._is_sqlite():
+            return original(self, credentials, session=session)
+        base = SQLiteBase
         table = base.metadata.tables.get("User")
         if table is None:  # as PySyft: no User table (stashes made in tests) means a guest
             return ServiceRole.GUEST
