@@ -108,6 +108,9 @@ def _tls_files(args: argparse.Namespace) -> Any:
         raise MedsyftDomainError("give either --kit or --tls-cert/--tls-key, not both")
     if args.kit:
         files = tls.kit_files(args.kit)
+        if not args.name and not _data_dir(args).is_initialized:  # a new datasite is named after its kit
+            from privacy import pki
+            args.name = pki.info(pki.load_cert(files["cert"])).common_name
         args.he_key = args.he_key or (str(files["he_key"]) if "he_key" in files else None)
         args.site_keys = args.site_keys or (str(files["site_keys"]) if "site_keys" in files else None)
         return lifecycle.TLSFiles(files["cert"], files["key"], files["ca"])
