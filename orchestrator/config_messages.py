@@ -18,13 +18,14 @@ from orchestrator.config_tables import (
     _JobTable,
     _PrivacyTable,
     _SiteTable,
+    _TLSTable,
 )
 
 _MODELS: dict[str, type[BaseModel]] = {
-    "job": _JobTable, "sites": _SiteTable, "privacy": _PrivacyTable, "baseline": _BaselineTable,
-    "evaluation": _EvaluationTable}
-_LABELS = {"job": "[job]", "sites": "[[sites]]", "privacy": "[privacy]", "baseline": "[baseline]",
-           "evaluation": "[evaluation]"}
+    "job": _JobTable, "sites": _SiteTable, "tls": _TLSTable, "privacy": _PrivacyTable,
+    "baseline": _BaselineTable, "evaluation": _EvaluationTable}
+_LABELS = {"job": "[job]", "sites": "[[sites]]", "tls": "[tls]", "privacy": "[privacy]",
+           "baseline": "[baseline]", "evaluation": "[evaluation]"}
 _WANTED = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
            "string_type": "a string"}
 _SIGNS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}

@@ -6,7 +6,7 @@ keys raises :class:`Broken`, naming the table it belongs to.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -47,37 +47,29 @@ class Broken(ValueError):
         self.table = table
 
 
-class _SiteTable(_Table):
+class _TLSTable(_Table):
+    """``[tls]``, and the same keys in a ``[[sites]]`` entry (which override it for that site)."""
+
+    _table: ClassVar[str] = "tls"
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> Self:
+        if bool(self.client_cert) != bool(self.client_key):
+            raise Broken(self._table, "client_cert and client_key go together; give both (the scientist "
+                         "kit's client.crt and client.key)")
+        return self
+
+
+class _SiteTable(_TLSTable):
+    _table: ClassVar[str] = "sites"
     name: str = Field(examples=["hospital-a"])
     url: str = Field(examples=["http://127.0.0.1:8081"])
     email: str = Field(examples=["you@uni.example"])
     password_file: str | None = None
     password_env: str | None = None
-    ca_file: str | None = None
-    client_cert: str | None = None
-    client_key: str | None = None
-
-    @model_validator(mode="after")
-    def _pair(self) -> Self:
-        _check_pair(self.client_cert, self.client_key, "sites")
-        return self
-
-
-class _TLSTable(_Table):
-    ca_file: str | None = None
-    client_cert: str | None = None
-    client_key: str | None = None
-
-    @model_validator(mode="after")
-    def _pair(self) -> Self:
-        _check_pair(self.client_cert, self.client_key, "tls")
-        return self
-
-
-def _check_pair(cert: str | None, key: str | None, table: str) -> None:
-    if bool(cert) != bool(key):
-        raise Broken(table, "client_cert and client_key go together; give both (the scientist kit's "
-                     "client.crt and client.key)")
 
 
 class _BaselineTable(_Table):

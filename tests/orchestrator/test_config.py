@@ -253,7 +253,7 @@ JOB = '[job]\ndataset = "c"\n'
          "[baseline]: unknown key(s) ['partitions']; did you mean 'partition'?"),
         (JOB + 'zzz = 1\nqqq = 2\n' + PRIVACY + SITE, "[job]: unknown key(s) ['qqq', 'zzz']; known:"),
         ('rounds = 3\n[job]\ndataset = "c"\n' + PRIVACY + SITE,
-         ": unknown table or key(s) ['rounds']; known: [job], [[sites]], [privacy], [baseline]"),
+         ": unknown table or key(s) ['rounds']; known: [job], [[sites]], [tls], [privacy], [baseline]"),
         # out of range
         (JOB + 'local_epochs = 0\n' + PRIVACY + SITE, "[job]: local_epochs must be >= 1 (got 0)"),
         (JOB + 'fraction = 0\n' + PRIVACY + SITE, "[job]: fraction must be in (0, 1] (got 0)"),
@@ -453,3 +453,33 @@ def test_the_centralized_baseline_trains_each_round_at_the_sites_scheduled_rate(
     baseline.train_centralized(config, spec)
     assert seen == [train.for_round(r, 3) for r in (1, 2, 3)]
     assert seen[0].lr == 0.1 and seen[2].lr < seen[1].lr < 0.1
+
+
+def test_tls_files_come_from_the_tls_table_and_a_site_overrides_them(tmp_path: Path) -> None:
+    for name in ("ca.crt", "client.crt", "client.key", "own-ca.crt"):
+        (tmp_path / name).write_text("PEM")
+    tls = '[tls]\nca_file = "ca.crt"\nclient_cert = "client.crt"\nclient_key = "client.key"\n'
+    own = SITE.replace('"http://127.0.0.1:1"', '"https://a.example:8443"') + 'ca_file = "own-ca.crt"\n'
+    plain = SITE.replace('name = "a"', 'name = "b"')
+    config = load_config(write(tmp_path, 'dataset = "c"', sites=tls + own + plain))
+    a, b = (site.tls(config.base_dir) for site in config.sites)
+    assert a.ca_file == tmp_path / "own-ca.crt" and a.cert_file == tmp_path / "client.crt"
+    assert b.ca_file == tmp_path / "ca.crt" and b.key_file == tmp_path / "client.key"  # [tls], even for http
+    bare = load_config(write(tmp_path, 'dataset = "c"'))
+    assert bare.sites[0].tls(bare.base_dir) is None  # plain http on loopback, no TLS files
+
+
+@pytest.mark.parametrize(("sites", "needle"), [
+    ('[tls]\nclient_cert = "c.crt"\n' + SITE, r"\[tls\]: client_cert and client_key go together"),
+    (SITE + 'client_key = "c.key"\n', r"\[\[sites\]\]: client_cert and client_key go together"),
+    ('[tls]\nca = "x"\n' + SITE, r"\[tls\]: unknown key"),
+])
+def test_tls_mistakes_are_one_line_naming_the_table(tmp_path: Path, sites: str, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        load_config(write(tmp_path, 'dataset = "c"', sites=sites))
+
+
+def test_a_missing_tls_file_names_the_site_and_the_file(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, 'dataset = "c"', sites='[tls]\nca_file = "nope.crt"\n' + SITE))
+    with pytest.raises(ConfigError, match=r"site 'a': ca_file .*nope\.crt does not exist"):
+        config.sites[0].tls(config.base_dir)
