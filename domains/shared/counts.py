@@ -202,11 +202,14 @@ def pool(results: Sequence[EvalResult]) -> EvalResult:
     if n <= 0:
         raise TrainingError("pool: the results cover 0 images; evaluate on non-empty sites")
     hist = np.sum([np.asarray(r.score_histograms, dtype=np.int64) for r in results], axis=0)
+    auc = histogram_auc(hist, multi_label=first.multi_label)
     return EvalResult(
         n=n,
         loss=sum(r.n * r.loss for r in results) / n,
         accuracy=sum(r.n * r.accuracy for r in results) / n,
-        auc=histogram_auc(hist, multi_label=first.multi_label),
+        # released (noisy) counts may be negative, and their AUC may leave [0, 1]: clipped, as each
+        # site's own noisy AUC is (domains.runtime.noisy_metrics); exact counts are unchanged
+        auc=float(np.clip(auc, 0.0, 1.0)) if math.isfinite(auc) else auc,
         score_histograms=hist,
         multi_label=first.multi_label,
     )

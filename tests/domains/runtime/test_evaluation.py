@@ -174,3 +174,13 @@ def test_evaluate_leaves_model_alone_and_batches_do_not_matter(trained: Trained)
     assert small.accuracy == large.accuracy and small.loss == pytest.approx(large.loss, rel=1e-5)
     with pytest.raises(TrainingError, match="batch_size must be >= 1"):
         evaluate_model(trained.model, images, labels, batch_size=0)
+
+
+def test_a_pooled_auc_of_noisy_counts_stays_in_0_1() -> None:
+    """Released counts can be negative; their pooled AUC is clipped as each site's own is."""
+    hist = np.zeros((2, 2, BINS), dtype=np.int64)
+    hist[1, 1, 0], hist[1, 0, -1], hist[1, 0, 0] = 5, 6, -2  # noise made a negative count
+    hist[0] = hist[1, ::-1, ::-1]
+    assert not 0.0 <= histogram_auc(hist) <= 1.0  # the raw trapezoid leaves the range
+    one = EvalResult(n=10, loss=0.5, accuracy=0.5, auc=0.5, score_histograms=hist, multi_label=False)
+    assert 0.0 <= pool([one, one]).auc <= 1.0
