@@ -61,6 +61,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     print(f"datasite '{cfg.name}' is up at {cfg.url} (pid {result.pid})")
     if cfg.db:
         print(f"PySyft store: {cfg.db} (password in {data_dir.file('db.password')}, mode 0600)")
+        from domains.site import database
+        if (warning := database.unverified_warning(cfg.db)) is not None:
+            print(warning)
     if cfg.tls:
         print(f"TLS: {data_dir.tls_dir}/server.crt; client certificates "
               f"{'required from the federation CA (mutual TLS)' if cfg.client_auth else 'not asked for'}")

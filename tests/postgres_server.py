@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import free_port
@@ -32,12 +33,16 @@ class Postgres:
     superuser_password: str
     bin_dir: Path
 
-    def create(self, user: str, password: str, database: str) -> str:
-        """A login role owning a new database; returns ``postgresql://USER@HOST:PORT/DB``."""
+    def superuser(self, database: str) -> Any:
+        """A superuser connection to *database* (TLS, unverified, when the server asks for it)."""
         import psycopg2
 
-        conn = psycopg2.connect(host=self.host, port=self.port, user="postgres",
-                                password=self.superuser_password, dbname="postgres")
+        return psycopg2.connect(host=self.host, port=self.port, user="postgres",
+                                password=self.superuser_password, dbname=database, sslmode="prefer")
+
+    def create(self, user: str, password: str, database: str) -> str:
+        """A login role owning a new database; returns ``postgresql://USER@HOST:PORT/DB``."""
+        conn = self.superuser("postgres")
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute(f"CREATE ROLE \"{user}\" LOGIN PASSWORD %s", (password,))
@@ -73,8 +78,16 @@ def _runner() -> tuple[list[str], int | None]:
     return ["runuser", "-u", PG_USER, "--"], entry.pw_uid
 
 
+_TLS_ONLY_HBA = """\
+local all all scram-sha-256
+hostssl all all 127.0.0.1/32 scram-sha-256
+hostnossl all all 0.0.0.0/0 reject
+"""
+
+
 @contextmanager
-def postgres_server() -> Iterator[Postgres]:
+def postgres_server(tls: tuple[bytes, bytes] | None = None) -> Iterator[Postgres]:
+    """A server on 127.0.0.1; with *tls* (certificate and key PEM) it accepts only TLS connections."""
     bin_dir = _bin_dir()
     if bin_dir is None:
         _unavailable("no PostgreSQL binaries (initdb, pg_ctl) on PATH or in /usr/lib/postgresql")
@@ -97,9 +110,17 @@ def postgres_server() -> Iterator[Postgres]:
         sock.mkdir()
         if uid is not None:
             os.chown(sock, uid, -1)
+        options = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1"
+        if tls is not None:
+            for name, pem in zip(("server.crt", "server.key"), tls, strict=True):
+                (data / name).write_bytes(pem)
+                (data / name).chmod(0o600)
+                if uid is not None:
+                    os.chown(data / name, uid, -1)
+            (data / "pg_hba.conf").write_text(_TLS_ONLY_HBA)
+            options += " -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key"
         subprocess.run([*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-t", "60",
-                        "-l", str(root / "log"), "-o",
-                        f"-p {port} -k {sock} -c listen_addresses=127.0.0.1", "start"],
+                        "-l", str(root / "log"), "-o", options, "start"],
                        check=True, capture_output=True, timeout=120)
     except (OSError, subprocess.SubprocessError) as exc:
         shutil.rmtree(root, ignore_errors=True)

@@ -339,15 +339,13 @@ def _stored_output_times(data_dir: DataDir) -> dict[str, str]:
 
 def _postgres_output_times(data_dir: DataDir) -> dict[str, str]:
     """:func:`_stored_output_times` for a store in PostgreSQL (``deploy --db``), read-only."""
-    from urllib.parse import urlsplit
-
     import psycopg2
 
-    parts = urlsplit(data_dir.read_config().db or "")
+    from domains.site import database
+
     try:
-        conn = psycopg2.connect(host=parts.hostname, port=parts.port or 5432, user=parts.username,
-                                password=data_dir.db_password(), dbname=parts.path.lstrip("/"),
-                                connect_timeout=10)
+        conn = psycopg2.connect(**database.connect_arguments(data_dir.read_config().db or "",
+                                                             data_dir.db_password(), timeout=10))
     except (psycopg2.Error, MedsyftDomainError):
         return {}
     try:

@@ -16,6 +16,12 @@ The password never appears on a command line, in the process's start-up environm
 
 :func:`check` connects before the datasite starts, so a database that is down, a refused login or a
 missing database is one line at deploy, not a start-up that times out.
+
+TLS to the database is libpq's: ``?sslmode=verify-full&sslrootcert=CA.crt`` (and ``sslcert``/``sslkey``
+for a client certificate) on the URL. A database on another host should be reached that way, or
+the password and every stored request cross the hospital's network in clear. PySyft 0.9.5 drops a
+URL's query, so the datasite process hands these to libpq through its environment (``PGSSLMODE``...),
+which every connection PySyft's engine makes reads.
 """
 
 from __future__ import annotations
@@ -25,12 +31,16 @@ import os
 import re
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from domains.errors import DeployError
 
 PASSWORD_ENV = "MEDSYFT_DB_PASSWORD"  # noqa: S105 - the variable's name
 _CONNECT_TIMEOUT_S = 5
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+# libpq's TLS parameters, and the environment variable each one is also read from
+_SSL_PARAMS = {"sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT", "sslcert": "PGSSLCERT",
+               "sslkey": "PGSSLKEY"}
 
 
 def parse(url: str) -> str:
@@ -50,7 +60,53 @@ def parse(url: str) -> str:
     if not parts.username or not parts.hostname or not database or "/" in database:
         raise DeployError(f"--db {url!r} needs a user, a host and a database: postgresql://USER@HOST:PORT/DB")
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return f"postgresql://{parts.username}@{host}{f':{port}' if port else ''}/{database}"
+    query = _tls_params(parts.query)
+    tail = f"?{urlencode(query, safe='/')}" if query else ""
+    return f"postgresql://{parts.username}@{host}{f':{port}' if port else ''}/{database}{tail}"
+
+
+def _tls_params(query: str) -> dict[str, str]:
+    """The URL's TLS parameters, checked: a known sslmode, files that exist (made absolute)."""
+    params: dict[str, str] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key not in _SSL_PARAMS:
+            raise DeployError(f"--db takes only {', '.join(_SSL_PARAMS)} after '?' (got {key!r}); "
+                              "write postgresql://USER@HOST:PORT/DB?sslmode=verify-full&sslrootcert=CA.crt")
+        if key == "sslmode" and value not in SSL_MODES:
+            raise DeployError(f"--db sslmode={value!r} is not one of {', '.join(SSL_MODES)}; use verify-full "
+                              "to check the database's certificate and host name")
+        if key != "sslmode":
+            path = Path(value).expanduser().resolve()
+            if not path.is_file():
+                raise DeployError(f"--db {key}={value} is not a file; give the path of the "
+                                  f"{'CA certificate' if key == 'sslrootcert' else 'client ' + key[3:]}")
+            value = str(path)
+        params[key] = value
+    if params.get("sslmode", "").startswith("verify") and "sslrootcert" not in params:
+        raise DeployError(f"--db sslmode={params['sslmode']} needs the CA that signed the database's "
+                          "certificate: add &sslrootcert=CA.crt")
+    return params
+
+
+def unverified_warning(url: str) -> str | None:
+    """A warning when *url* names a database off this host that is reached without a verified TLS."""
+    import ipaddress
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if loopback or dict(parse_qsl(parts.query)).get("sslmode", "").startswith("verify"):
+        return None
+    return (f"WARNING: the database at {host} is reached without a verified TLS connection: unless it is "
+            "on a private network (a compose file's), add ?sslmode=verify-full&sslrootcert=CA.crt to --db")
+
+
+def tls_environment(url: str) -> dict[str, str]:
+    """libpq's environment for *url*'s TLS parameters (PySyft drops the URL's query)."""
+    return {_SSL_PARAMS[k]: v for k, v in parse_qsl(urlsplit(url).query) if k in _SSL_PARAMS}
 
 
 def read_password(password_file: str | None) -> str:
@@ -72,20 +128,37 @@ def read_password(password_file: str | None) -> str:
     return value
 
 
+def connect_arguments(url: str, password: str, *, timeout: float) -> dict[str, Any]:
+    """``psycopg2.connect``'s keyword arguments for *url* (its TLS parameters included)."""
+    parts = urlsplit(url)
+    return {"host": parts.hostname, "port": parts.port or 5432, "user": parts.username, "password": password,
+            "dbname": parts.path.lstrip("/"), "connect_timeout": int(timeout),
+            **{k: v for k, v in parse_qsl(parts.query) if k in _SSL_PARAMS}}
+
+
 def check(url: str, password: str) -> None:
     """Log in to the database once; :class:`DeployError` in one line if it cannot be used."""
     import psycopg2
 
     parts = urlsplit(url)
     where = f"{parts.hostname}:{parts.port or 5432}"
+    tls = dict(parse_qsl(parts.query))
     try:
-        conn = psycopg2.connect(host=parts.hostname, port=parts.port or 5432, user=parts.username,
-                                password=password, dbname=parts.path.lstrip("/"),
-                                connect_timeout=_CONNECT_TIMEOUT_S)
+        conn = psycopg2.connect(**connect_arguments(url, password, timeout=_CONNECT_TIMEOUT_S))
     except psycopg2.OperationalError as exc:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         low = text.lower()
-        if "password authentication failed" in low or "no password supplied" in low:
+        if "no encryption" in low and "pg_hba.conf" in low:
+            why = ("accepts only TLS connections; add ?sslmode=verify-full&sslrootcert=CA.crt (the CA that "
+                   "signed the database's certificate) to --db")
+        elif "does not support ssl" in low:
+            why = f"does not speak TLS but --db asks for sslmode={tls.get('sslmode')}; turn on ssl in " \
+                  "postgresql.conf, or ask the database's administrator"
+        elif "certificate verify failed" in low:
+            why = "presented a certificate that sslrootcert did not sign; give the CA that signed it"
+        elif "does not match host name" in low or "server certificate for" in low:
+            why = f"presented a certificate not issued for {parts.hostname}; connect by the name it names"
+        elif "password authentication failed" in low or "no password supplied" in low:
             why = f"refused the login of {parts.username!r}; check the password file or {PASSWORD_ENV}"
         elif "does not exist" in low and "database" in low:
             why = f"has no database {parts.path.lstrip('/')!r}; create it (createdb) first"

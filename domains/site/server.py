@@ -81,6 +81,7 @@ def serve(data_dir: DataDir) -> None:
     if config.db:
         from domains.site import database
         database.fix_pysyft_url_parsing()
+        os.environ.update(database.tls_environment(config.db))  # PySyft drops the URL's query
     from domains.site import syft_speedups
     applied = syft_speedups.apply()
     print(f"medsyft: PySyft speed-ups: {', '.join(applied) or 'none'}", file=sys.stderr, flush=True)
