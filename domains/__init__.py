@@ -7,6 +7,7 @@ Subpackages, one job each:
 - :mod:`domains.review` - the data owner's review workflow and review aid, and the site policy
 - :mod:`domains.budget` - the per-dataset ε ledger every job's calls are charged to
 - :mod:`domains.runtime` - what an approved job runs at the site: training, evaluation, HE rounds
+- :mod:`domains.inference` - a released model at the hospital: prediction on its images, export
 - :mod:`domains.shared` - the torch-free values both rooms share: job spec, metric counts, codec
 
 This package's names are the whole of ``domains`` that the orchestrator's room may use besides

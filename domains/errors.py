@@ -71,3 +71,7 @@ class AuditKeyError(AuditLogError):
 class SandboxError(MedsyftDomainError, RuntimeError):
     """Raised when custom code cannot run in the bubblewrap sandbox (``bwrap`` missing or unable to
     create namespaces, an input that cannot be sent into it); the code then does not run at all."""
+
+
+class InferenceError(MedsyftDomainError, ValueError):
+    """Raised when a released model cannot be loaded, exported, or run on an image."""

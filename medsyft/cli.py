@@ -25,6 +25,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from domains.cli import register as register_domain
+    from domains.inference.cli import register as register_inference
     from medsyft.demo import register as register_demo
     from medsyft.federation import register as register_federation
     from medsyft.keys import register as register_keys
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_keys(sub)
     register_federation(sub)
     register_demo(sub)
+    register_inference(sub)
     return parser
 
 

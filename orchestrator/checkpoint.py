@@ -102,6 +102,14 @@ class RunDir:
     def save_frame(self, name: str, frame: pd.DataFrame) -> None:
         _atomic(self.path / f"{name}.csv", lambda fh: fh.write(frame.to_csv(index=False).encode()))
 
+    def save_json(self, name: str, data: Any) -> None:
+        text = json.dumps(data, indent=2, default=str)
+        _atomic(self.path / f"{name}.json", lambda fh: fh.write(text.encode()))
+
+    def load_json(self, name: str) -> Any:
+        path = self.path / f"{name}.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
     def load_frame(self, name: str) -> pd.DataFrame:
         path = self.path / f"{name}.csv"
         return pd.read_csv(path) if path.exists() else pd.DataFrame()

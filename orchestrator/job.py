@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,8 @@ from orchestrator.runner import Federation
 from orchestrator.secure import SecureAggregation
 from orchestrator.site import Site, connect_all
 from orchestrator.strategy import FedAvg, FedMedian, FedProx, ServerOptimizer, Strategy, TrimmedMean
-from orchestrator.submit import approval_table, submit_all, wait_for_approval
+from orchestrator.submit import approval_table, request_records, submit_all, wait_for_approval
+from privacy.durable import atomic_writer
 from privacy.errors import HEError, PrivacyError, RosterError
 from privacy.he import HEContext, load_context
 from privacy.roster import Roster, load_roster
@@ -57,6 +59,17 @@ def strategy_for(config: JobConfig) -> Strategy:
     if config.strategy == "trimmed-mean":
         return TrimmedMean(beta=config.trim_fraction, **common)
     return FedAvg(**common)
+
+
+def describe_strategy(strategy: Strategy, *, he: bool) -> dict[str, Any]:
+    """What ran: the strategy's class and its settings (kept in ``RUN_DIR/strategy.json`` for the
+    model card), and whether the orchestrator only summed ciphertexts (HE)."""
+    from dataclasses import asdict, is_dataclass
+
+    settings = {k: (asdict(v) if is_dataclass(v) and not isinstance(v, type) else v)
+                for k, v in vars(strategy).items()
+                if not k.startswith("_") and (isinstance(v, int | float | str | bool) or is_dataclass(v))}
+    return {"name": type(strategy).__name__, "settings": settings, "encrypted_aggregation": he}
 
 
 def _class_totals(names: tuple[str, ...], metas: dict[str, dict[str, Any]]) -> list[int]:
@@ -213,6 +226,7 @@ class FederatedJob:
                             "says so", off, spec.job_id, off.lower())
             state = RunState(spec, sizes=self.sizes())
             state.submissions = submit_all(self.sites, spec, self.run_dir.path)
+            self.run_dir.save_json("datasets", self.site_metadata())  # public: for the model card
             self.run_dir.save_state(state)
         return approval_table(self.sites, state.submissions)
 
@@ -221,9 +235,11 @@ class FederatedJob:
         state = self.state()
         if state is None:
             raise NotApproved("nothing submitted yet; call submit() first")
-        return wait_for_approval(self.sites, state.submissions,
-                                 timeout=self.config.approval_timeout if timeout is None else timeout,
-                                 on_update=on_update)
+        table = wait_for_approval(self.sites, state.submissions,
+                                  timeout=self.config.approval_timeout if timeout is None else timeout,
+                                  on_update=on_update)
+        self.run_dir.save_json("approvals", request_records(self.sites, state.submissions).to_dict("records"))
+        return table
 
     def run(self, *, progress: bool = True, on_round: Callable[[pd.DataFrame], None] | None = None
             ) -> FederatedResult:
@@ -239,17 +255,21 @@ class FederatedJob:
             initial = get_weights(build_model(spec.model, in_channels=spec.in_channels,
                                               num_classes=spec.num_classes, image_size=spec.image_size,
                                               seed=spec.train.seed))
+        self.run_dir.save_json("strategy", describe_strategy(self.strategy, he=spec.he is not None))
         federation = Federation(self.sites, state, self.run_dir, strategy,
                                 round_timeout=self.config.round_timeout, sizes=state.sizes,
                                 on_round=on_round)
         started = time.perf_counter()
         final = federation.run(initial, progress=progress)
         weights = final.to_weights() if isinstance(final, PlainModel) else None
-        return FederatedResult(spec=spec, weights=weights,
-                               history=federation.history(), privacy=federation.privacy(),
-                               metrics=federation.metrics(), timing=federation.timing(),
-                               wall_seconds=time.perf_counter() - started,
-                               run_dir=self.run_dir.path)
+        result = FederatedResult(spec=spec, weights=weights,
+                                 history=federation.history(), privacy=federation.privacy(),
+                                 metrics=federation.metrics(), timing=federation.timing(),
+                                 wall_seconds=time.perf_counter() - started,
+                                 run_dir=self.run_dir.path)
+        if weights is not None:  # plaintext: the model is the scientist's already; under HE, at release
+            self.write_model_card(result)
+        return result
 
     def _aggregation(self, spec: JobSpec) -> SecureAggregation:
         """The submitted job's encrypted aggregation, with the roster it was approved with."""
@@ -283,9 +303,22 @@ class FederatedJob:
         if state is None or result is None:
             raise ReleaseRequired("no finished run to release; run the job first")
         aggregation = self._aggregation(state.spec) if state.spec.he is not None else None
-        weights, _ = release.fetch_release(self.sites, state, self.run_dir, aggregation=aggregation)
+        weights, record = release.fetch_release(self.sites, state, self.run_dir, aggregation=aggregation)
         result.weights = weights
+        self.write_model_card(result, release=record)
         return result
+
+    def write_model_card(self, result: FederatedResult, *, release: dict[str, Any] | None = None) -> Path:
+        """``RUN_DIR/release/``'s card (and, for a plaintext run, its weights): the model as it ran."""
+        from orchestrator import model_card
+
+        folder = self.run_dir.path / "release"
+        if result.spec.he is None and result.weights is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            with atomic_writer(folder / "model.npz", mode=0o644) as fh:
+                np.savez(fh, **result.weights)
+        model_card.write_card(folder, model_card.build_card(self, result, release=release))
+        return folder
 
     # -- cross-site evaluation on every hospital's private test split -----------------------
     def request_evaluation(self, *, new: bool = False) -> pd.DataFrame:

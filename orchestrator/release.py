@@ -33,7 +33,7 @@ from orchestrator.checkpoint import RunDir, RunState
 from orchestrator.errors import NotApproved, ReleaseRequired
 from orchestrator.secure import SecureAggregation, SignedRound
 from orchestrator.site import Site, quiet
-from orchestrator.submit import Submission, approval_table, load_submitted
+from orchestrator.submit import Submission, approval_table, load_submitted, request_records
 from orchestrator.transport import call_site
 from privacy.durable import utc_stamp
 from privacy.he import EncryptedVector, unmask_release
@@ -120,6 +120,7 @@ def fetch_release(sites: list[Site], state: RunState, run_dir: RunDir, *,
     weights = _with_layout(spec, vector, list(results.values())).to_weights()
     artifact = _artifact(state, run_dir, records, payload.get("global_state_hash"))
     out = run_dir.path / "release"
+    _save_json(out / "approvals.json", request_records(sites, load_submissions(run_dir)).to_dict("records"))
     np.savez(out / "model.npz", **weights)
     _save_json(out / "release.json", artifact)
     return weights, artifact

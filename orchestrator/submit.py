@@ -76,6 +76,13 @@ def submit_all(sites: list[Site], spec: JobSpec, run_dir: Path) -> list[Submissi
 
 
 def _status(site: Site, request_id: str) -> tuple[str, str]:
+    record = _record(site, request_id)
+    return str(record["status"]), str(record["reason"])
+
+
+def _record(site: Site, request_id: str) -> dict[str, Any]:
+    """What the scientist may read of their own request on *site*: its status, when it was made and
+    when it was last decided (PySyft's ``updated_at``), and a denial's reason."""
     with quiet():
         for request in site.client.requests:
             if str(request.id) == request_id:
@@ -83,8 +90,25 @@ def _status(site: Site, request_id: str) -> tuple[str, str]:
                 reason = ""
                 if status == "rejected":
                     reason = str(getattr(request, "deny_reason", "") or "")
-                return status, reason
-    return "missing", ""
+                return {"status": status, "reason": reason, "requested_at": _utc(request.request_time),
+                        "decided_at": _utc(request.updated_at) if status != "pending" else None}
+    return {"status": "missing", "reason": "", "requested_at": None, "decided_at": None}
+
+
+def _utc(value: Any) -> str | None:
+    from datetime import UTC, datetime
+
+    stamp = getattr(value, "utc_timestamp", None)
+    return None if stamp is None else datetime.fromtimestamp(float(stamp), UTC).isoformat(timespec="seconds")
+
+
+def request_records(sites: list[Site], submissions: list[Submission]) -> pd.DataFrame:
+    """One row per submission: site, request, function, status, requested_at, decided_at, reason."""
+    by_name = {s.name: s for s in sites}
+    return pd.DataFrame([{"site": sub.site, "request": sub.request_id, "function": sub.function,
+                          **_record(by_name[sub.site], sub.request_id)} for sub in submissions],
+                        columns=["site", "request", "function", "status", "requested_at", "decided_at",
+                                 "reason"])
 
 
 def approval_table(sites: list[Site], submissions: list[Submission]) -> pd.DataFrame:

@@ -177,10 +177,27 @@ def kept_model(data_dir: DataDir, spec: JobSpec) -> np.ndarray:
     return np.asarray(np.load(data_dir.jobs_dir / spec.job_id / FINAL_MODEL), dtype=np.float32)
 
 
+def release_approved(data_dir: DataDir, job_id: str) -> bool:
+    """Whether this site's owner approved job *job_id*'s release: its audit log records the approval
+    of the release request, or the release already ran here."""
+    from domains.runtime.templates import release_function_name
+    from domains.site.audit import AuditLog
+    from domains.site.datadir import AUDIT_FILE
+
+    if (data_dir.jobs_dir / job_id / RELEASED).exists():
+        return True
+    function = release_function_name(job_id)
+    return any(e["event"] == "approve" and e["details"].get("function") == function
+               for e in AuditLog(data_dir.file(AUDIT_FILE)).entries())
+
+
 def released_model(data_dir: DataDir, job_id: str) -> tuple[JobSpec, np.ndarray]:
     """The final model for local inference, once this site's owner approved its release."""
     folder = data_dir.jobs_dir / job_id
-    if not (folder / RELEASED).exists():
+    if not (folder / FINAL_RECORD).exists():
+        raise TrainingError(f"this datasite kept no final model of job {job_id} (it ran no encrypted job "
+                            "of that id to its final call); `medsyft domain requests` lists its jobs")
+    if not release_approved(data_dir, job_id):
         raise TrainingError(f"job {job_id}'s final model is not released on this datasite; approve "
                             "its release request first (`medsyft domain requests`)")
     record = json.loads((folder / FINAL_RECORD).read_text())

@@ -81,16 +81,9 @@ class Datasite:
     def released_model(self, job_id: str) -> Any:
         """A finished encrypted job's final model, for local inference, once this owner approved
         its release (:mod:`domains.runtime.final_model`)."""
-        from domains.runtime.final_model import released_model
-        from domains.runtime.models import build_model
-        from domains.runtime.weights import layout_of, load_plain
-        from domains.shared.plain_model import PlainModel
+        from domains.inference.artifact import load_datasite_copy
 
-        spec, vector = released_model(self.data_dir, job_id)
-        model = build_model(spec.model, in_channels=spec.in_channels, num_classes=spec.num_classes,
-                            image_size=spec.image_size)
-        load_plain(model, PlainModel(vector, layout_of(model)))  # the job's own model: its layout
-        return model.eval()
+        return load_datasite_copy(self.data_dir, job_id).network()
 
     def budget(self) -> pd.DataFrame:
         """ε budget, spent and reserved of every dataset (``medsyft domain budget``)."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from support import (
     approve_all,
@@ -326,3 +327,61 @@ def test_custom_code_runs_only_when_the_site_policy_allows_it(federation: dict[s
     assert run_cli("domain", "policy", "--data-dir", data_dir, "--allow-custom-code", "off").code == 0
     with quiet(), pytest.raises(Exception, match="medsyft site policy"):
         client.code.image_count(images=client.datasets["chest"].assets["images"])
+
+
+def test_the_model_card_says_what_ran_not_what_job_toml_says_now(federation: dict[str, Any],
+                                                                 tmp_path: Path) -> None:
+    """The card is written from the run's records; the config is edited after the run, and a card
+    written again from the edited config still describes the job the owners approved."""
+    from support import save_image
+
+    from domains import generate_chest_phantoms
+    from domains.shared.spec import JobSpec
+    from orchestrator import FederatedJob, load_config
+
+    job = new_job(federation, "card", rounds=2, lr=0.002)
+    job.submit()
+    approve_all(federation["sites"])
+    job.wait_for_approval(timeout=30)
+    result = job.run(progress=False)
+    folder = job.run_dir.path / "release"
+    card = json.loads((folder / "model_card.json").read_text())
+    spec = job.state().spec
+    assert JobSpec.from_dict(card["spec"]) == spec and card["job_id"] == spec.job_id
+    assert card["model"]["architecture"] == "small-cnn"
+    assert card["model"]["label_names"] == ["normal", "pneumonia"]
+    assert card["model"]["parameters"] == sum(a.size for a in result.weights.values())
+    assert card["training"]["rounds_completed"] == 2 and card["training"]["local"]["lr"] == 0.002
+    assert card["training"]["strategy"]["name"] == "FedAvg"
+    shown = {site.config.name: site.status().datasets.set_index("dataset").loc["chest"]
+             for site in federation["sites"]}
+    assert {d["site"]: d["images"] for d in card["data"]} == {n: int(m["images"]) for n, m in shown.items()}
+    final = result.metrics[result.metrics["model_round"] == 2].set_index("site")
+    pooled = card["results"]["validation"]["pooled"]
+    assert pooled["accuracy"] == pytest.approx(final.loc["pooled", "accuracy"])
+    approvals = {a["site"]: a for a in card["approvals"]}
+    records = {s.config.name: s.requests().set_index("id") for s in federation["sites"]}
+    for sub in job.state().submissions:
+        assert approvals[sub.site]["status"] == "approved" and approvals[sub.site]["decided_at"]
+        assert records[sub.site].loc[sub.request_id, "status"] == "approved"
+    assert card["privacy"] == {"dp": False, "he": False} and "test" in card["results"]
+    markdown = (folder / "model_card.md").read_text()
+    assert "## Approvals" in markdown and "small-cnn" in markdown and "differential privacy: OFF" in markdown
+
+    edited = federation["root"] / "card.toml"
+    text = edited.read_text()
+    edited.write_text(text.replace("rounds = 2", "rounds = 5").replace("lr = 0.002", "lr = 0.1"))
+    again = FederatedJob(load_config(edited))
+    again.write_model_card(again.result())
+    rewritten = json.loads((folder / "model_card.json").read_text())
+    assert again.config.rounds == 5  # the config says otherwise now...
+    assert rewritten["training"]["rounds"] == 2  # ...not the card
+    assert rewritten["training"]["local"]["lr"] == 0.002
+
+    images = tmp_path / "new-patients"
+    for i, image in enumerate(generate_chest_phantoms(4, image_size=28, seed=9).images):
+        save_image(images / f"p{i}.png", image[0])
+    predicted = run_cli("predict", "--model", str(folder), "--images", str(images), "--csv",
+                        str(tmp_path / "p.csv"))
+    assert predicted.code == 0, predicted.err
+    assert len(pd.read_csv(tmp_path / "p.csv")) == 4

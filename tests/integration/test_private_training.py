@@ -186,7 +186,11 @@ def test_a_release_naming_fewer_sites_than_the_roster_is_refused(trained: dict[s
 
 
 def test_release_needs_every_owner_and_gives_the_sites_model(trained: dict[str, Any],
-                                                             federation: dict[str, Any]) -> None:
+                                                             federation: dict[str, Any],
+                                                             tmp_path: Path) -> None:
+    from support import save_image
+
+    from domains import generate_chest_phantoms
     from domains.runtime.final_model import released_model
     from domains.runtime.weights import flatten, get_weights
     from domains.site.datadir import DataDir
@@ -194,8 +198,21 @@ def test_release_needs_every_owner_and_gives_the_sites_model(trained: dict[str, 
     from orchestrator.errors import ReleaseRequired
 
     job = trained["job"]
+    job_id = job.state().spec.job_id
+    images = tmp_path / "clinic"
+    for i, image in enumerate(generate_chest_phantoms(3, image_size=28, seed=5).images):
+        save_image(images / f"patient{i}.png", image[0])
     assert set(job.request_release()["status"]) == {"pending"}
     approve_all(federation["sites"], only=("p1", "p2"))
+
+    def predict_at(site: Any) -> Any:
+        return run_cli("predict", "--data-dir", str(site.data_dir.path), "--job", job_id, "--images",
+                       str(images))
+
+    early = predict_at(federation["sites"][0])  # p1's owner approved: its own copy, without the scientist
+    assert early.code == 0 and early.out.count("patient") == 3, early.err
+    refused = predict_at(federation["sites"][2])  # p3's owner has not
+    assert refused.code == 2 and "not released on this datasite" in refused.err
     with pytest.raises(ReleaseRequired, match="p3"):
         job.fetch_release()
     approve_all(federation["sites"], only=("p3",))
@@ -210,6 +227,17 @@ def test_release_needs_every_owner_and_gives_the_sites_model(trained: dict[str, 
     assert set(record["epsilon_per_site"]) == set(NAMES) and record["dp"] is True
     exact = evaluate_weights(job.config, released.spec, released.weights)
     assert exact.auc > 0.75, exact  # it learned under DP (measured: ~0.9)
+    card = json.loads((job.run_dir.path / "release" / "model_card.json").read_text())
+    assert card["privacy"]["dp"] and card["privacy"]["he"] and card["privacy"]["noise_multiplier"] == SIGMA
+    for site, spent in record["epsilon_per_site"].items():  # what each datasite's ledger charged
+        assert card["privacy"]["per_site"][site]["epsilon"] == pytest.approx(spent["epsilon"])
+    released_by = {a["site"] for a in card["approvals"]
+                   if a["what"] == "release" and a["status"] == "approved"}
+    assert released_by == set(NAMES) and card["training"]["strategy"]["encrypted_aggregation"] is True
+    at_p2 = predict_at(federation["sites"][1])
+    scientist = run_cli("predict", "--model", str(job.run_dir.path / "release"), "--images", str(images))
+    assert at_p2.code == scientist.code == 0
+    assert at_p2.out.splitlines()[1:] == scientist.out.splitlines()[1:]  # one model, the same probabilities
 
 
 def test_dp_constants_cannot_change_and_foreign_ciphertexts_are_refused(

@@ -5,7 +5,7 @@ validates every image and label, and returns the set only when all of it is publ
 What a source may declare (image pixels, npz sizes) is bounded by :class:`SourceLimits`.
 """
 
-from domains.data.formats.harmonize import harmonize, harmonize_batch
+from domains.data.formats.harmonize import harmonize, harmonize_batch, preprocess_image
 from domains.data.formats.imageset import ImageSet, publish_error
 from domains.data.formats.labels import LabelNames, parse_label_names
 from domains.data.formats.limits import SourceLimits, parse_size
@@ -32,6 +32,7 @@ __all__ = [
     "load_source",
     "parse_label_names",
     "parse_size",
+    "preprocess_image",
     "publish_error",
     "register_format",
 ]

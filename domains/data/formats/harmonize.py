@@ -56,12 +56,28 @@ def harmonize(
     target = _target_size(sizes, image_size)
     n_ch = channels or (3 if any(im.shape[2] == 3 for im in grey) else 1)
     for size, name in zip(sizes, names, strict=True):
-        check_resizable(size, target, name)
+        check_resizable(size, target, name)  # every image before the first is resized
     out = np.empty((len(grey), n_ch, *target), dtype=np.uint8)
-    for i, im in enumerate(grey):
-        chw = _convert_channels(np.moveaxis(im, -1, 0), n_ch)
-        out[i] = resize_chw(chw, target)
+    for i, (im, name) in enumerate(zip(grey, names, strict=True)):
+        out[i] = preprocess_image(im, name, size=target, channels=n_ch)
     return out
+
+
+def preprocess_image(image: np.ndarray, name: str, *, size: tuple[int, int], channels: int) -> np.ndarray:
+    """One decoded image ``(H, W)`` or ``(H, W, C)`` uint8 as the model sees it: ``(C, *size)`` uint8.
+
+    The one preprocessing of a published image, and of every image ``medsyft predict`` is given:
+    grey to RGB by repeating, RGB to grey by BT.601 luma, then area-downsampling or bilinear
+    upsampling to *size*, refused when it would distort the aspect ratio or blow up a thumbnail.
+    (:func:`harmonize_batch` does the same to an array of equal-sized images in chunks; a test holds
+    them equal.) The network then reads it as ``uint8 / 255`` (``domains.runtime.local``).
+
+    >>> preprocess_image(np.full((8, 8, 3), 200, np.uint8), "a.png", size=(16, 16), channels=1).shape
+    (1, 16, 16)
+    """
+    hwc = _as_hwc(image, name)
+    check_resizable((int(hwc.shape[0]), int(hwc.shape[1])), size, name)
+    return resize_chw(_convert_channels(np.moveaxis(hwc, -1, 0), channels), size)
 
 
 def harmonize_batch(
