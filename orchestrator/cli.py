@@ -1,4 +1,4 @@
-"""``medsyft train``, ``release``, ``evaluate`` and ``baseline``: what a data scientist types.
+"""``medsyft train``, ``release``, ``evaluate``, ``baseline`` and ``status``: what a data scientist types.
 
 Credentials come from the files or environment variables job.toml names, never
 from the command line. Running ``train`` again with the same config resumes.
@@ -137,7 +137,38 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from orchestrator.config import load_config
+    from orchestrator.errors import ConfigError
+    from orchestrator.status import StatusProbe, show, watch
+
+    probe = StatusProbe(load_config(args.config))
+    if args.times is not None and args.times < 1:
+        raise ConfigError(f"--times must be 1 or more (got {args.times})")
+    if args.watch is not None:
+        if args.watch <= 0:
+            raise ConfigError(f"--watch takes a refresh interval in seconds above 0 (got {args.watch:g})")
+        try:
+            watch(probe, interval=args.watch, times=args.times, out=lambda text: print(text, flush=True))
+        except KeyboardInterrupt:
+            print()
+        return 0
+    table = probe.table()
+    print(probe.job_line())
+    print()
+    print(show(table))
+    return 0 if table["reachable"].all() and table["error"].isna().all() else 1
+
+
 def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("status", help="every site of a job as this scientist sees it: up, TLS, "
+                              "versions, requests, ε, round (--watch refreshes in place)",
+                              description=__doc__)
+    p.add_argument("--config", required=True, help="job.toml")
+    p.add_argument("--watch", nargs="?", type=float, const=5.0, metavar="SECONDS",
+                   help="redraw every SECONDS (default 5) until Ctrl-C")
+    p.add_argument("--times", type=int, metavar="N", help="with --watch: stop after N redraws")
+    p.set_defaults(handler=cmd_status)
     p = subparsers.add_parser("train", help="submit a federated job, wait for approval, train",
                               description=__doc__)
     p.add_argument("--config", required=True, help="job.toml")

@@ -414,9 +414,11 @@ def app_factory() -> Any:
     """PySyft's FastAPI app, wrapped so that a login knows which client address it came from."""
     from syft.server.uvicorn import app_factory as syft_app_factory
 
+    from domains.site.version_route import VersionRoute
+
     app = syft_app_factory()
     os.environ.pop("SYFT_DB_URL", None)  # read by PySyft just now; it may hold the database password
-    return _RememberClientAddress(app)
+    return VersionRoute(_RememberClientAddress(app))
 
 
 class _RememberClientAddress:

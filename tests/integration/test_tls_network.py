@@ -109,6 +109,45 @@ def test_a_scientist_with_the_kit_logs_in_and_sees_the_mock(fed: dict[str, Any])
     assert len(images) == len(labels) == 80
 
 
+def test_status_shows_each_site_as_the_scientist_sees_it_over_mutual_tls(fed: dict[str, Any]) -> None:
+    """``medsyft status``: the live site and its certificate, versions, dataset and this scientist's
+    requests; a second site whose datasite is not running is a row that says so."""
+    if "password" not in fed:
+        pytest.skip("needs the account of the admin test")
+    from orchestrator import FederatedJob, load_config
+
+    job = _job(fed, "status", password_env="MEDSYFT_TEST_TLS_PASSWORD")
+    dead = free_port()
+    job.write_text(job.read_text() + f'[[sites]]\nname = "st-jude"\nurl = "https://127.0.0.1:{dead}"\n'
+                   f'email = "{SCIENTIST}"\npassword_env = "{_UNSET}"\n')
+    os.environ["MEDSYFT_TEST_TLS_PASSWORD"] = fed["password"]
+    try:
+        before = run_cli("status", "--config", str(job))
+        lone = job.parent / "status-one.toml"
+        lone.write_text(job.read_text().split("[[sites]]\nname = \"st-jude\"")[0])
+        FederatedJob(load_config(lone)).submit()
+        after = run_cli("status", "--config", str(lone))
+        watched = run_cli("status", "--config", str(lone), "--watch", "0.2", "--times", "2")
+    finally:
+        del os.environ["MEDSYFT_TEST_TLS_PASSWORD"]
+    assert before.code == 1, before.err  # a site is down: the exit code says so
+    lines = {line.split()[0]: line for line in before.out.splitlines() if line.startswith("st-")}
+    assert "does not answer" in lines["st-jude"] and "False" in lines["st-jude"]
+    assert "True" in lines["st-mary"] and "0.1.0" in lines["st-mary"] and "0.9.5" in lines["st-mary"]
+    assert "job: not submitted yet" in before.out
+    from orchestrator.status import StatusProbe
+
+    os.environ["MEDSYFT_TEST_TLS_PASSWORD"] = fed["password"]
+    try:
+        row = StatusProbe(load_config(lone)).table().iloc[0]
+    finally:
+        del os.environ["MEDSYFT_TEST_TLS_PASSWORD"]
+    assert 360 < row["cert_days"] <= 366 and row["images"] == 80 and row["pending"] >= 1  # a 1-year kit
+    assert row["state"] == "submitted" and row["error"] is None
+    assert after.code == 0 and "waiting for approval" in after.out
+    assert watched.code == 0 and watched.out.count("\x1b[H\x1b[2J") == 2
+
+
 @pytest.mark.parametrize(("case", "needle"), [
     ("wrong-ca", "not issued by the CA in"),
     ("host-mismatch", "is for 127.0.0.1, not localhost"),
