@@ -327,6 +327,7 @@ def run(args: argparse.Namespace) -> int:
     from orchestrator import FederatedJob, load_config
 
     clock = StepClock()
+    dashboard: Any = None
     ports = free_ports(len(HOSPITALS))
     with clock.step("key ceremony"):
         keys = _key_ceremony(workdir, ports)
@@ -348,6 +349,13 @@ def run(args: argparse.Namespace) -> int:
         with clock.step("scientist accounts, job.toml"):
             config = load_config(_write_job(workdir, sites, args))
             job = FederatedJob(config)
+        if args.dashboard is not None:
+            from orchestrator.dashboard.server import Dashboard, Server, addresses_from_config
+
+            view = Dashboard(job.run_dir.path, addresses_from_config(config))
+            dashboard = Server(view, args.dashboard).start()
+            print(f"      dashboard: {dashboard.url} (until the demo ends; later: medsyft dashboard "
+                  f"--run-dir {job.run_dir.path})")
         print("[4/7] the scientist submits the job to every datasite ...")
         with clock.step("submit the job"):
             print(job.submit().to_string(index=False))
@@ -365,6 +373,8 @@ def run(args: argparse.Namespace) -> int:
             _report_final(config, fed, args)
         print(f"\nplot: {fed.plot()}")
     finally:
+        if dashboard is not None:
+            dashboard.stop()
         if args.keep_running:
             print(f"\ndatasites keep running; stop them with "
                   f"`medsyft domain stop --data-dir {workdir}/<hospital>`")
@@ -439,5 +449,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         f"empty, or an earlier demo's folder (marked by {DEMO_MARKER}), whose "
                         "contents the demo replaces; any other folder is refused untouched")
     p.add_argument("--keep-running", action="store_true", help="leave the datasites up")
+    p.add_argument("--dashboard", nargs="?", type=int, const=8765, metavar="PORT",
+                   help="serve the live dashboard on 127.0.0.1:PORT during the demo (default 8765; 0: any)")
     p.set_defaults(handler=run)
     _FLAG_DEFAULTS.update({a.dest: a.default for a in p._actions})

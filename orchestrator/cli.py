@@ -7,6 +7,7 @@ from the command line. Running ``train`` again with the same config resumes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 from typing import Any
 
 import pandas as pd
@@ -31,6 +32,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     from orchestrator.job import FederatedJob
 
     job = FederatedJob(load_config(args.config))
+    server = None
+    if args.dashboard is not None:
+        from orchestrator.dashboard.server import Dashboard, Server, addresses_from_config
+
+        dashboard = Dashboard(job.run_dir.path, addresses_from_config(job.config))
+        server = Server(dashboard, args.dashboard).start()
+        print(f"dashboard: {server.url} (while this command runs; later: medsyft dashboard --run-dir "
+              f"{job.run_dir.path})", flush=True)
+    try:
+        return _train(job, args)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _train(job: Any, args: argparse.Namespace) -> int:
     state = job.state()
     if state is None:
         print(f"submitting to {len(job.config.sites)} sites ...")
@@ -60,6 +77,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         _print_test(job, result)
     print(f"\nplot: {result.plot()}")
     print(f"run directory: {result.run_dir}")
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from orchestrator.dashboard.server import Dashboard, Server
+    from orchestrator.dashboard.snapshot import site_addresses
+    from orchestrator.errors import ConfigError
+
+    run_dir = Path(args.run_dir).resolve()
+    if not (run_dir / "state.json").is_file():
+        raise ConfigError(f"--run-dir {run_dir} holds no run (no state.json); give the run_dir of a job.toml "
+                          "that was trained or submitted")
+    sites = site_addresses(run_dir)
+    server = Server(Dashboard(run_dir, sites), args.port)
+    print(f"dashboard of {run_dir}: {server.url} ({len(sites)} sites probed; Ctrl-C stops)", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
     return 0
 
 
@@ -174,7 +210,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--config", required=True, help="job.toml")
     p.add_argument("--approval-timeout", type=float, help="seconds (default: from the config)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--dashboard", nargs="?", type=int, const=8765, metavar="PORT",
+                   help="serve the live dashboard on 127.0.0.1:PORT while training (default 8765; 0: any)")
     p.set_defaults(handler=cmd_train)
+    p = subparsers.add_parser("dashboard", help="serve the dashboard of a run directory (finished, running "
+                              "or resumed) on 127.0.0.1", description=__doc__)
+    p.add_argument("--run-dir", required=True, metavar="DIR", help="the job's run_dir")
+    p.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765; 0: any free one)")
+    p.set_defaults(handler=cmd_dashboard)
     p = subparsers.add_parser("release", help="ask every data owner to release the encrypted "
                               "final model; fetch it once all approved", description=__doc__)
     p.add_argument("--config", required=True, help="job.toml")

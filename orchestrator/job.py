@@ -228,16 +228,34 @@ class FederatedJob:
             state.submissions = submit_all(self.sites, spec, self.run_dir.path)
             self.run_dir.save_json("datasets", self.site_metadata())  # public: for the model card
             self.run_dir.save_state(state)
-        return approval_table(self.sites, state.submissions)
+        self.save_site_addresses()
+        table = approval_table(self.sites, state.submissions)
+        self.run_dir.save_json("approvals", table.to_dict("records"))
+        return table
+
+    def save_site_addresses(self) -> None:
+        """``RUN_DIR/sites.json``: each site's URL and TLS file paths (no secret), so that a dashboard
+        of this run can probe the sites from another process (``medsyft dashboard --run-dir``)."""
+        from dataclasses import asdict
+
+        from orchestrator.dashboard.server import addresses_from_config
+
+        self.run_dir.path.mkdir(parents=True, exist_ok=True)
+        self.run_dir.save_json("sites", [asdict(a) for a in addresses_from_config(self.config)])
 
     def wait_for_approval(self, *, timeout: float | None = None,
                           on_update: Callable[[pd.DataFrame], None] | None = None) -> pd.DataFrame:
         state = self.state()
         if state is None:
             raise NotApproved("nothing submitted yet; call submit() first")
+        def updated(table: pd.DataFrame) -> None:
+            self.run_dir.save_json("approvals", table.to_dict("records"))  # the dashboard's view
+            if on_update is not None:
+                on_update(table)
+
         table = wait_for_approval(self.sites, state.submissions,
                                   timeout=self.config.approval_timeout if timeout is None else timeout,
-                                  on_update=on_update)
+                                  on_update=updated)
         self.run_dir.save_json("approvals", request_records(self.sites, state.submissions).to_dict("records"))
         return table
 
