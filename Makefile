@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.medsyft-installed
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,dev,export]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,dev,export,tracking]"
 	touch $(STAMP)
 
 install: $(STAMP)

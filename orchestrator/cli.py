@@ -76,6 +76,10 @@ def _train(job: Any, args: argparse.Namespace) -> int:
     if result.weights is not None:
         _print_test(job, result)
     print(f"\nplot: {result.plot()}")
+    from orchestrator.tracking import describe
+
+    if (where := describe(job.tracker)) is not None:
+        print(where)
     print(f"run directory: {result.run_dir}")
     return 0
 

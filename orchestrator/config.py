@@ -64,6 +64,11 @@ Example::
     noise_multiplier = 2.0        # DP noise on the released counts, charged to that dataset's ε
     bins = 10                     # score-histogram bins released (more: less biased, noisier AUC)
 
+    [tracking]                    # optional: every round's metrics also go to an experiment tracker
+    backend = "mlflow"            # or "tensorboard" (pip install 'medsyft[tracking]')
+    # uri = "sqlite:///mlflow.db" # MLflow's store (default RUN_DIR/mlflow.db); TensorBoard: a folder
+    experiment = "chest-xray"
+
 Each table is checked by a strict pydantic model (:mod:`orchestrator.config_tables`): unknown keys,
 values of the wrong TOML type (``rounds = "3"``, ``rounds = 3.5``, ``dp = 1``) and broken rules are
 refused with one line naming the table and the key; an integer is accepted where a number is
@@ -152,6 +157,18 @@ class EvaluationConfig:
     bins: int = 10  # score-histogram bins of the release (a divisor of 200)
 
 
+@dataclass(frozen=True)
+class TrackingConfig:
+    """``[tracking]``: each round's metrics also logged to MLflow or TensorBoard
+    (:mod:`orchestrator.tracking`). Off unless ``backend`` is set."""
+
+    backend: str | None = None  # "mlflow" or "tensorboard"
+    uri: str | None = None  # MLflow: default sqlite:///RUN_DIR/mlflow.db; TensorBoard: a log folder
+    experiment: str = "medsyft"  # MLflow's experiment (TensorBoard: the log folder's sub-folder)
+
+
+TRACKING_BACKENDS = ("mlflow", "tensorboard")
+
 DEFAULT_NOISE_MULTIPLIER = 1.0
 
 
@@ -224,6 +241,7 @@ class JobConfig:
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     base_dir: Path = field(default=Path("."), compare=False)
 
     @property

@@ -19,13 +19,14 @@ from orchestrator.config_tables import (
     _PrivacyTable,
     _SiteTable,
     _TLSTable,
+    _TrackingTable,
 )
 
 _MODELS: dict[str, type[BaseModel]] = {
     "job": _JobTable, "sites": _SiteTable, "tls": _TLSTable, "privacy": _PrivacyTable,
-    "baseline": _BaselineTable, "evaluation": _EvaluationTable}
+    "baseline": _BaselineTable, "evaluation": _EvaluationTable, "tracking": _TrackingTable}
 _LABELS = {"job": "[job]", "sites": "[[sites]]", "tls": "[tls]", "privacy": "[privacy]",
-           "baseline": "[baseline]", "evaluation": "[evaluation]"}
+           "baseline": "[baseline]", "evaluation": "[evaluation]", "tracking": "[tracking]"}
 _WANTED = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
            "string_type": "a string"}
 _SIGNS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}

@@ -19,6 +19,7 @@ from orchestrator.config import (
     JobConfig,
     PrivacyConfig,
     SiteConfig,
+    TrackingConfig,
 )
 
 _ADAPTIVE = ("fedadam", "fedyogi")
@@ -94,6 +95,20 @@ class _EvaluationTable(_Table):
                              "are always released with DP noise")
         if self.bins < 2 or BINS % self.bins:
             raise ValueError(f"bins must divide {BINS} and be at least 2 (got {self.bins}); e.g. 4, 10 or 20")
+        return self
+
+
+class _TrackingTable(_Table):
+    backend: Literal["mlflow", "tensorboard"] | None = None
+    uri: str | None = None
+    experiment: str = TrackingConfig.experiment
+
+    @model_validator(mode="after")
+    def _valid(self) -> Self:
+        if self.backend is None and self.uri is not None:
+            raise ValueError('uri needs a backend: set backend = "mlflow" or "tensorboard"')
+        if not self.experiment.strip():
+            raise ValueError("experiment must not be empty; name the experiment the rounds are logged to")
         return self
 
 
@@ -203,6 +218,7 @@ class JobFile(_Table):
     privacy: _PrivacyTable = Field(default_factory=_empty_table, validate_default=True)
     baseline: _BaselineTable = Field(default_factory=_empty_table, validate_default=True)
     evaluation: _EvaluationTable = Field(default_factory=_empty_table, validate_default=True)
+    tracking: _TrackingTable = Field(default_factory=_empty_table, validate_default=True)
 
     @model_validator(mode="after")
     def _sites_fit_the_job(self) -> Self:
@@ -237,4 +253,5 @@ class JobFile(_Table):
                          sites=[SiteConfig(**self._with_tls(s)) for s in self.sites],
                          privacy=PrivacyConfig(**self.privacy.model_dump()),
                          baseline=BaselineConfig(**self.baseline.model_dump()),
-                         evaluation=EvaluationConfig(**self.evaluation.model_dump()))
+                         evaluation=EvaluationConfig(**self.evaluation.model_dump()),
+                         tracking=TrackingConfig(**self.tracking.model_dump()))

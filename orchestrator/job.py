@@ -84,6 +84,7 @@ class FederatedJob:
         self.config = config
         self.run_dir = RunDir(config.run_path)
         self.strategy = strategy or strategy_for(config)
+        self.tracker: Any = None  # the [tracking] backend of the last run(), if any
         self._sites: list[Site] | None = None
         self._context: HEContext | None = None
         self._roster: Roster | None = None
@@ -274,11 +275,23 @@ class FederatedJob:
                                               num_classes=spec.num_classes, image_size=spec.image_size,
                                               seed=spec.train.seed))
         self.run_dir.save_json("strategy", describe_strategy(self.strategy, he=spec.he is not None))
+        from orchestrator import tracking
+
+        self.tracker = tracking.open_tracker(self.config.tracking, self.run_dir, self.config.base_dir, spec)
+
+        def round_done(metrics: pd.DataFrame) -> None:
+            if self.tracker is not None:
+                self.tracker.sync()
+            if on_round is not None:
+                on_round(metrics)
+
         federation = Federation(self.sites, state, self.run_dir, strategy,
                                 round_timeout=self.config.round_timeout, sizes=state.sizes,
-                                on_round=on_round)
+                                on_round=round_done)
         started = time.perf_counter()
         final = federation.run(initial, progress=progress)
+        if self.tracker is not None:
+            self.tracker.sync(finished=True)
         weights = final.to_weights() if isinstance(final, PlainModel) else None
         result = FederatedResult(spec=spec, weights=weights,
                                  history=federation.history(), privacy=federation.privacy(),

@@ -385,3 +385,40 @@ def test_the_model_card_says_what_ran_not_what_job_toml_says_now(federation: dic
                         str(tmp_path / "p.csv"))
     assert predicted.code == 0, predicted.err
     assert len(pd.read_csv(tmp_path / "p.csv")) == 4
+
+
+@pytest.mark.parametrize("backend", ["mlflow", "tensorboard"])
+def test_rounds_are_logged_to_the_tracker_and_read_back(federation: dict[str, Any], backend: str) -> None:
+    """``[tracking]``: each evaluated model's metrics, read back from MLflow's store or TensorBoard's
+    event files, are the run's own ``metrics.csv``."""
+    from orchestrator import FederatedJob, load_config
+
+    path = write_config(federation, f"tracked-{backend}", rounds=2)
+    path.write_text(path.read_text() + f'\n[tracking]\nbackend = "{backend}"\nexperiment = "chest-tests"\n')
+    job = FederatedJob(load_config(path))
+    job.submit()
+    approve_all(federation["sites"])
+    job.wait_for_approval(timeout=30)
+    result = job.run(progress=False)
+    pooled = result.pooled()["accuracy"]
+    state = json.loads((job.run_dir.path / "tracking.json").read_text())
+    assert state["logged_round"] == 2 and state["finished"]
+    if backend == "mlflow":
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=state["uri"])
+        history = client.get_metric_history(state["run_id"], "pooled/accuracy")
+        assert {m.step: m.value for m in history} == pytest.approx(pooled.to_dict())
+        run = client.get_run(state["run_id"])
+        assert run.data.params["rounds"] == "2" and run.info.status == "FINISHED"
+        assert {f"{s}/auc" for s in NAMES} <= set(run.data.metrics) and "update_bytes" in run.data.metrics
+    else:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = EventAccumulator(state["log_dir"])
+        events.Reload()
+        logged = {e.step: e.value for e in events.Scalars("accuracy/pooled")}
+        assert logged == pytest.approx(pooled.to_dict())
+        assert {f"auc/{s}" for s in NAMES} <= set(events.Tags()["scalars"])
+    assert job.run(progress=False).pooled().equals(result.pooled())  # a finished run logs nothing twice
+    assert json.loads((job.run_dir.path / "tracking.json").read_text())["logged_round"] == 2

@@ -333,6 +333,12 @@ JOB = '[job]\ndataset = "c"\n'
          "[evaluation]: noise_multiplier must be > 0 (got 0.0): the test counts are always released"),
         (JOB + PRIVACY + '[evaluation]\ndatset = "t"\n' + SITE,
          "[evaluation]: unknown"),
+        (JOB + PRIVACY + '[tracking]\nbackend = "wandb"\n' + SITE,
+         "[tracking]: backend must be one of 'mlflow' or 'tensorboard' (got 'wandb')"),
+        (JOB + PRIVACY + '[tracking]\nuri = "sqlite:///m.db"\n' + SITE,
+         '[tracking]: uri needs a backend: set backend = "mlflow" or "tensorboard"'),
+        (JOB + PRIVACY + '[tracking]\nbackend = "mlflow"\nexperiment = " "\n' + SITE,
+         "[tracking]: experiment must not be empty"),
     ],
 )
 def test_config_bad_input_is_one_line_naming_table_and_key(tmp_path: Path, text: str, expected: str) -> None:
