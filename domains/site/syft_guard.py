@@ -411,7 +411,8 @@ def _reset_by_owner() -> Callable[..., Any]:
 
 
 def app_factory() -> Any:
-    """PySyft's FastAPI app, wrapped so that a login knows which client address it came from."""
+    """PySyft's FastAPI app, wrapped so that a login knows which client address it came from and
+    ``/medsyft/v1/version`` answers (:mod:`domains.site.version_route`)."""
     from syft.server.uvicorn import app_factory as syft_app_factory
 
     from domains.site.version_route import VersionRoute
