@@ -144,6 +144,12 @@ def test_status_shows_each_site_as_the_scientist_sees_it_over_mutual_tls(fed: di
         del os.environ["MEDSYFT_TEST_TLS_PASSWORD"]
     assert 360 < row["cert_days"] <= 366 and row["images"] == 80 and row["pending"] >= 1  # a 1-year kit
     assert row["state"] == "submitted" and row["error"] is None
+    from orchestrator.dashboard.health import probe
+    from orchestrator.dashboard.server import addresses_from_config
+
+    live, down = (probe(a) for a in addresses_from_config(load_config(job)))  # the dashboard's probe
+    assert live["up"] and live["latency_ms"] is not None  # over mutual TLS, with the kit's files
+    assert not down["up"] and "does not answer" in down["error"]
     assert after.code == 0 and "waiting for approval" in after.out
     assert watched.code == 0 and watched.out.count("\x1b[H\x1b[2J") == 2
 
