@@ -232,15 +232,15 @@ def _report_run(fed: Any) -> None:
         print(eps.round(3).assign(delta=eps["delta"].map("{:.0e}".format)).to_string())
 
 
-def _report_final(config: Any, fed: Any, args: argparse.Namespace) -> None:
+def _report_final(config: Any, fed: Any, args: argparse.Namespace, job: Any) -> None:
     """Where the final model is, its test score (the headline), and the centralized comparison."""
     from orchestrator import comparison, holdout, train_centralized
     from orchestrator.baseline import evaluate_weights
 
-    where = (fed.run_dir / "release" / "model.npz" if fed.spec.he is not None
-             else fed.run_dir / f"global-{fed.spec.rounds}.npz")
-    print(f"\nfinal model: {where} ({'released by every owner' if fed.spec.he else 'plaintext'}; "
-          "load it with orchestrator.FederatedJob(load_config(...)).result().final_model())")
+    where = fed.run_dir / "release"
+    how = "released by every owner" if fed.spec.he else "plaintext"
+    print(f"\nfinal model: {where / 'model.npz'} ({how}; model card {where / 'model_card.md'}; "
+          f"`medsyft predict --model {where} --images ...` runs it)")
     federated = fed.summary()
     test, why = holdout.score_job(config, fed.spec, fed.weights)
     exact = evaluate_weights(config, fed.spec, fed.weights)  # the final model, scored exactly
@@ -252,6 +252,7 @@ def _report_final(config: Any, fed: Any, args: argparse.Namespace) -> None:
     from orchestrator import baseline
 
     baseline.save(central, fed.run_dir)  # run/baseline.csv, as `medsyft baseline` keeps it
+    job.write_model_card(fed)  # the card gains the baseline
     print(f"\nfederated ({config.strategy}) vs centralized: "
           "same model, hyperparameters and DP settings; test split first (neither trained or tuned on "
           "it), then the sites' validation images, all scored exactly here, in the simulation:")
@@ -370,7 +371,7 @@ def run(args: argparse.Namespace) -> int:
         with clock.step("release the final model"):
             fed = _release(job, sites, fed)
         with clock.step("score the final model" + ("" if args.no_baseline else ", centralized baseline")):
-            _report_final(config, fed, args)
+            _report_final(config, fed, args, job)
         print(f"\nplot: {fed.plot()}")
     finally:
         if dashboard is not None:

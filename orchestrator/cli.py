@@ -162,6 +162,8 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     central = baseline.train_centralized(job.config, spec)
     baseline.save(central, job.run_dir.path)
     federated = job.result()
+    if federated is not None and federated.weights is not None:
+        job.write_model_card(federated)  # the card gains the baseline
     if federated is None:
         print(f"centralized: validation accuracy {central.metrics.accuracy:.3f}, "
               f"ROC-AUC {central.metrics.auc:.3f}, {central.wall_seconds:.1f} s "

@@ -13,6 +13,7 @@ after the last completed round.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -230,9 +231,7 @@ class FederatedJob:
             self.run_dir.save_json("datasets", self.site_metadata())  # public: for the model card
             self.run_dir.save_state(state)
         self.save_site_addresses()
-        table = approval_table(self.sites, state.submissions)
-        self.run_dir.save_json("approvals", table.to_dict("records"))
-        return table
+        return approval_table(self.sites, state.submissions)
 
     def save_site_addresses(self) -> None:
         """``RUN_DIR/sites.json``: each site's URL and TLS file paths (no secret), so that a dashboard
@@ -344,11 +343,20 @@ class FederatedJob:
         from orchestrator import model_card
 
         folder = self.run_dir.path / "release"
+        if release is None and (folder / "release.json").exists():  # a card written again after the release
+            release = json.loads((folder / "release.json").read_text())
         if result.spec.he is None and result.weights is not None:
             folder.mkdir(parents=True, exist_ok=True)
             with atomic_writer(folder / "model.npz", mode=0o644) as fh:
                 np.savez(fh, **result.weights)
-        model_card.write_card(folder, model_card.build_card(self, result, release=release))
+        try:
+            card = model_card.build_card(self, result, release=release)
+        except (OSError, ValueError, KeyError, TrainingError, PrivacyError) as exc:
+            # the model is kept whatever happens to its card; say what is missing and why
+            log.warning("the model card of job %s was not written (%s: %s); the model is in %s",
+                        result.spec.job_id, type(exc).__name__, exc, folder)
+            return folder
+        model_card.write_card(folder, card)
         return folder
 
     # -- cross-site evaluation on every hospital's private test split -----------------------

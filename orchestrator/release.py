@@ -87,7 +87,9 @@ def release_table(sites: list[Site], run_dir: RunDir) -> pd.DataFrame:
     submissions = load_submissions(run_dir)
     if not submissions:
         return pd.DataFrame(columns=["site", "request", "status", "reason"])
-    return approval_table(sites, submissions)
+    table = approval_table(sites, submissions)
+    _save_json(run_dir.path / "release" / "approvals.json", table.to_dict("records"))  # the dashboard's view
+    return table
 
 
 def fetch_release(sites: list[Site], state: RunState, run_dir: RunDir, *,

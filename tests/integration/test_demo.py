@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -15,7 +16,8 @@ pytestmark = pytest.mark.slow
 
 def test_demo_prints_epsilon_and_wire_cost_and_releases_the_model(tmp_path: Path) -> None:
     result = run_cli_subprocess("demo", "--rounds", "2", "--count", "1200", "--batch-size", "48",
-                                "--val-fraction", "0.25", "--workdir", str(tmp_path / "demo"), timeout=600,
+                                "--val-fraction", "0.25", "--workdir", str(tmp_path / "demo"), "--dashboard",
+                                "0", timeout=600,
                                 env={"MEDSYFT_WARM_RUNTIME": "1"})  # the default, which conftest turns off
     assert result.code == 0, result.err[-3000:]
     out = result.out
@@ -36,6 +38,9 @@ def test_demo_prints_epsilon_and_wire_cost_and_releases_the_model(tmp_path: Path
     assert (tmp_path / "demo/run/curves.png").exists()
     central = (tmp_path / "demo/run/baseline.csv").read_text()  # the comparison's centralized side, kept
     assert central.startswith("accuracy,auc,loss,wall_s,n_train,n_val,test_accuracy,test_auc,n_test\n")
+    card = json.loads((tmp_path / "demo/run/release/model_card.json").read_text())
+    assert card["privacy"]["he"] and "centralized_baseline" in card["results"]  # written again after it
+    assert re.search(r"dashboard: http://127\.0\.0\.1:\d+/", out)
     job_toml = (tmp_path / "demo/job.toml").read_text()
     assert "batch_size = 48\n" in job_toml and "val_fraction = 0.25\n" in job_toml
     assert "datasites stopped" in out
@@ -50,6 +55,7 @@ def test_demo_without_protections_or_baseline_says_where_its_plaintext_model_is(
     result = run_cli_subprocess("demo", "--rounds", "1", "--count", "600", "--no-dp", "--no-he",
                                 "--no-baseline", "--workdir", str(tmp_path / "demo"), timeout=600)
     assert result.code == 0, result.err[-3000:]
-    assert f"final model: {tmp_path / 'demo/run/global-1.npz'} (plaintext" in result.out
+    assert f"final model: {tmp_path / 'demo/run/release/model.npz'} (plaintext" in result.out
     assert (tmp_path / "demo/run/global-1.npz").exists()
+    assert (tmp_path / "demo/run/release/model_card.md").exists()
     assert "headline: test split" in result.out and "vs centralized" not in result.out
