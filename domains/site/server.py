@@ -104,6 +104,13 @@ def serve(data_dir: DataDir) -> None:
     elif config.insecure_http:
         print(f"medsyft: WARNING: plain HTTP on {config.host}:{config.port} (--insecure-http): passwords "
               "and results cross the network unencrypted", file=sys.stderr, flush=True)
+    if config.tls and config.client_auth:
+        from domains.site import client_cert
+
+        own = tls.certificate_name(data_dir)
+        client_cert.enable(own)
+        print(f"medsyft: logins bound to client certificates (the account's own, or this datasite's {own!r})",
+              file=sys.stderr, flush=True)
     uvicorn.run(
         syft_guard.app_factory,
         host=config.host,

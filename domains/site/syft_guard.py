@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from domains.errors import DeployError
+from domains.site import client_cert
 from domains.site.audit import AuditLog
 
 SUPPORTED_SYFT = "0.9.5"
@@ -360,6 +361,9 @@ def _login(throttle: LoginThrottle, audit_path: Path, dummy_hash: str) -> Callab
         if context.login_credentials is None:
             _refuse("Invalid login credentials")
         email, address = str(context.login_credentials.email), _client_address.get()
+        bound = client_cert.binding()  # mutual TLS: the account's own certificate, before any lookup
+        if bound is not None and (why := bound.refusal(email, client_cert.certificate_name.get())):
+            _refuse(why)
         keys = [("email", email.strip().lower())] + ([("address", address)] if address else [])
         if throttle.locked(keys):
             _refuse(THROTTLED)
@@ -435,7 +439,10 @@ class _RememberClientAddress:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         client = scope.get("client") if scope["type"] == "http" else None
         token = _client_address.set(str(client[0]) if client else None)
+        cert = client_cert.certificate_name.set(client_cert.scope_name(scope) if scope["type"] == "http"
+                                                else None)
         try:
             await self.app(scope, receive, send)
         finally:
+            client_cert.certificate_name.reset(cert)
             _client_address.reset(token)

@@ -126,6 +126,13 @@ def remove(data_dir: DataDir) -> None:
         shutil.rmtree(data_dir.tls_dir)
 
 
+def certificate_name(data_dir: DataDir) -> str:
+    """The common name of this datasite's own certificate (its admin tools present it)."""
+    from privacy import pki
+
+    return pki.info(pki.load_cert(data_dir.tls_dir / CERT_FILE)).common_name
+
+
 def uvicorn_options(data_dir: DataDir, config: DatasiteConfig) -> dict[str, Any]:
     """The keyword arguments that make uvicorn serve this datasite's TLS (none for plain HTTP)."""
     if not config.tls:
@@ -133,7 +140,10 @@ def uvicorn_options(data_dir: DataDir, config: DatasiteConfig) -> dict[str, Any]
     folder = data_dir.tls_dir
     options: dict[str, Any] = {"ssl_certfile": str(folder / CERT_FILE), "ssl_keyfile": str(folder / KEY_FILE)}
     if config.client_auth:
-        options |= {"ssl_ca_certs": str(folder / CA_FILE), "ssl_cert_reqs": ssl.CERT_REQUIRED}
+        from domains.site import client_cert
+
+        options |= {"ssl_ca_certs": str(folder / CA_FILE), "ssl_cert_reqs": ssl.CERT_REQUIRED,
+                    "http": client_cert.protocol_class()}  # the certificate's name reaches the login
     return options
 
 

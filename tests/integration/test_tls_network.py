@@ -154,6 +154,54 @@ def test_status_shows_each_site_as_the_scientist_sees_it_over_mutual_tls(fed: di
     assert watched.code == 0 and watched.out.count("\x1b[H\x1b[2J") == 2
 
 
+def test_an_account_signs_in_only_with_the_certificate_issued_for_it(fed: dict[str, Any]) -> None:
+    """Mutual TLS authenticates the node; the datasite also binds each login to its own certificate.
+    Ana's password with Bob's certificate, Bob's with Ana's, and another hospital's certificate are
+    refused before any account is looked up (an unknown account gets the same answer)."""
+    if "password" not in fed:
+        pytest.skip("needs the account of the admin test")
+    from orchestrator.config import load_config
+    from orchestrator.errors import SiteUnavailable
+    from orchestrator.site import Site
+
+    bob = "bob@uni.example"
+    added = run_cli("domain", "add-scientist", "--data-dir", str(fed["dir"]), "--email", bob)
+    assert added.code == 0, added.err
+    bob_password = added.out.strip().rsplit(" ", 1)[-1]
+    assert run_cli("federation", "add-scientist", "--out", str(fed["fed"]), bob).code == 0
+    assert run_cli("federation", "add-site", "--out", str(fed["fed"]), "st-jude=127.0.0.1").code == 0
+    kits = {"ana": fed["fed"] / "scientist", "bob": fed["fed"] / "scientist-bob_uni.example",
+            "st-jude": fed["fed"] / "st-jude"}
+    passwords = {SCIENTIST: fed["password"], bob: bob_password, "nobody@uni.example": "x" * 20}
+
+    def connect(email: str, kit: str) -> Any:
+        folder = kits[kit]
+        files = ({"client_cert": str(folder / "server.crt"), "client_key": str(folder / "server.key")}
+                 if kit == "st-jude" else
+                 {"client_cert": str(folder / "client.crt"), "client_key": str(folder / "client.key")})
+        job = _job(fed, f"bind-{kit}-{email.split('@')[0]}", password_env="MEDSYFT_TEST_TLS_PASSWORD",
+                   tls=files)
+        job.write_text(job.read_text().replace(f'email = "{SCIENTIST}"', f'email = "{email}"'))
+        os.environ["MEDSYFT_TEST_TLS_PASSWORD"] = passwords[email]
+        try:
+            config = load_config(job)
+            return Site.connect(config.sites[0], job.parent)
+        finally:
+            del os.environ["MEDSYFT_TEST_TLS_PASSWORD"]
+
+    assert connect(bob, "bob").datasets()["dataset"].tolist() == ["chest-xray"]  # his own kit
+    assert connect(SCIENTIST, "ana").server_name == "st-mary"
+    wrong = ((bob, "ana", SCIENTIST), (SCIENTIST, "bob", bob), (SCIENTIST, "st-jude", "st-jude"),
+             ("nobody@uni.example", "ana", SCIENTIST))
+    for email, kit, presented in wrong:
+        with pytest.raises(SiteUnavailable) as refused:
+            connect(email, kit)
+        message = str(refused.value)
+        assert "binds accounts to client certificates" in message and f"presents {presented!r}'s" in message
+        assert "\n" not in message
+    assert "logins bound to client certificates" in (fed["dir"] / "datasite.log").read_text()
+
+
 @pytest.mark.parametrize(("case", "needle"), [
     ("wrong-ca", "not issued by the CA in"),
     ("host-mismatch", "is for 127.0.0.1, not localhost"),
