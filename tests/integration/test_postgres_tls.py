@@ -48,6 +48,13 @@ def _deploy(data_dir: Path, url: str, password_file: Path) -> CliResult:
                    str(free_port()), "--db", url, "--db-password-file", str(password_file), "--detach")
 
 
+def _account(pg: Postgres, tmp_path: Path, user: str) -> tuple[str, Path]:
+    """A role owning a new database, and a file with its password."""
+    password_file = tmp_path / "pw"
+    password_file.write_text(PASSWORD + "\n")
+    return pg.create(user, PASSWORD, f"{user}_store"), password_file
+
+
 def _ssl_of_connections(pg: Postgres, user: str) -> list[bool]:
     conn = pg.superuser("postgres")
     with conn.cursor() as cur:
@@ -61,9 +68,7 @@ def _ssl_of_connections(pg: Postgres, user: str) -> list[bool]:
 def test_a_datasite_reaches_a_tls_only_database_with_the_federation_ca(tls_pg: tuple[Postgres, Path, Path],
                                                                        tmp_path: Path) -> None:
     pg, ca_file, _ = tls_pg
-    url = pg.create("hospital", PASSWORD, "hospital_store")
-    password_file = tmp_path / "pw"
-    password_file.write_text(PASSWORD + "\n")
+    url, password_file = _account(pg, tmp_path, "hospital")
     data_dir = tmp_path / "site"
     up = _deploy(data_dir, f"{url}?sslmode=verify-full&sslrootcert={ca_file}", password_file)
     assert up.code == 0, up.err
@@ -83,9 +88,7 @@ def test_a_datasite_reaches_a_tls_only_database_with_the_federation_ca(tls_pg: t
 def test_a_database_reached_without_the_right_tls_is_one_line_at_deploy(tls_pg: tuple[Postgres, Path, Path],
                                                                         tmp_path: Path) -> None:
     pg, ca_file, other_ca = tls_pg
-    url = pg.create("clinic", PASSWORD, "clinic_store")
-    password_file = tmp_path / "pw"
-    password_file.write_text(PASSWORD + "\n")
+    url, password_file = _account(pg, tmp_path, "clinic")
     data_dir = tmp_path / "site"
     cases = {
         "?sslmode=disable": "accepts only TLS connections",
