@@ -33,8 +33,9 @@ METRICS = ("accuracy", "auc", "loss")
 
 
 def rows_to_log(run: RunDir, after: int) -> list[tuple[int, dict[str, float]]]:
-    """``(model_round, {name: value})`` for each evaluated model after *after*, with that round's
-    ε (as the sites reported it) and update bytes."""
+    """``(model_round, {name: value})`` for each evaluated model after *after*: its metrics, each
+    site's ε as reported by the call that evaluated it (so the last step holds the job's total, the
+    final evaluation's noise included) and the bytes of the updates that made it."""
     metrics = run.load_frame("metrics")
     if metrics.empty:
         return []
