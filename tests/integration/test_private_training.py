@@ -336,6 +336,7 @@ def run_notebook(name: str) -> Any:
 
 def _outputs(notebook: Any) -> str:
     return "\n".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", ""))
+                     + str(o.get("data", {}).get("text/markdown", ""))
                      for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
 
 
@@ -349,6 +350,7 @@ def test_notebooks_run_against_the_federation(federation: dict[str, Any],
         scientist = _outputs(run_notebook("data_scientist.ipynb"))
     assert "job_epsilon_spent" in scientist and "x_float32" in scientist
     assert (federation["root"] / "nb-run" / "release" / "model.npz").exists()
+    assert "Model card: job" in scientist and "p(pneumonia)" in scientist  # the card, then predictions
     monkeypatch.setenv("MEDSYFT_DATA_DIR", str(federation["sites"][2].data_dir.path))
     owner = _outputs(run_notebook("data_owner.ipynb"))
     assert "RELEASE of job" in owner and "spent_epsilon" in owner
