@@ -178,8 +178,8 @@ def kept_model(data_dir: DataDir, spec: JobSpec) -> np.ndarray:
 
 
 def release_approved(data_dir: DataDir, job_id: str) -> bool:
-    """Whether this site's owner approved job *job_id*'s release: its audit log records the approval
-    of the release request, or the release already ran here."""
+    """Whether this site's owner approved job *job_id*'s release: the release already ran here, or
+    the audit log's last decision on a release request of the job is an approval."""
     from domains.runtime.templates import release_function_name
     from domains.site.audit import AuditLog
     from domains.site.datadir import AUDIT_FILE
@@ -187,8 +187,9 @@ def release_approved(data_dir: DataDir, job_id: str) -> bool:
     if (data_dir.jobs_dir / job_id / RELEASED).exists():
         return True
     function = release_function_name(job_id)
-    return any(e["event"] == "approve" and e["details"].get("function") == function
-               for e in AuditLog(data_dir.file(AUDIT_FILE)).entries())
+    decisions = [e["event"] for e in AuditLog(data_dir.file(AUDIT_FILE)).entries()
+                 if e["event"] in ("approve", "deny") and e["details"].get("function") == function]
+    return bool(decisions) and decisions[-1] == "approve"
 
 
 def released_model(data_dir: DataDir, job_id: str) -> tuple[JobSpec, np.ndarray]:

@@ -56,7 +56,7 @@ def harmonize(
     target = _target_size(sizes, image_size)
     n_ch = channels or (3 if any(im.shape[2] == 3 for im in grey) else 1)
     for size, name in zip(sizes, names, strict=True):
-        check_resizable(size, target, name)  # every image before the first is resized
+        check_resizable(size, target, name)  # every image is checked before the first is resized
     out = np.empty((len(grey), n_ch, *target), dtype=np.uint8)
     for i, (im, name) in enumerate(zip(grey, names, strict=True)):
         out[i] = preprocess_image(im, name, size=target, channels=n_ch)
