@@ -351,10 +351,9 @@ def run(args: argparse.Namespace) -> int:
             config = load_config(_write_job(workdir, sites, args))
             job = FederatedJob(config)
         if args.dashboard is not None:
-            from orchestrator.dashboard.server import Dashboard, Server, addresses_from_config
+            from orchestrator.dashboard.server import serve_job
 
-            view = Dashboard(job.run_dir.path, addresses_from_config(config))
-            dashboard = Server(view, args.dashboard).start()
+            dashboard = serve_job(config, job.run_dir.path, args.dashboard)
             print(f"      dashboard: {dashboard.url} (until the demo ends; later: medsyft dashboard "
                   f"--run-dir {job.run_dir.path})")
         print("[4/7] the scientist submits the job to every datasite ...")

@@ -34,10 +34,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     job = FederatedJob(load_config(args.config))
     server = None
     if args.dashboard is not None:
-        from orchestrator.dashboard.server import Dashboard, Server, addresses_from_config
+        from orchestrator.dashboard.server import serve_job
 
-        dashboard = Dashboard(job.run_dir.path, addresses_from_config(job.config))
-        server = Server(dashboard, args.dashboard).start()
+        server = serve_job(job.config, job.run_dir.path, args.dashboard)
         print(f"dashboard: {server.url} (while this command runs; later: medsyft dashboard --run-dir "
               f"{job.run_dir.path})", flush=True)
     try:

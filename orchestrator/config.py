@@ -167,8 +167,6 @@ class TrackingConfig:
     experiment: str = "medsyft"  # MLflow's experiment (TensorBoard: the log folder's sub-folder)
 
 
-TRACKING_BACKENDS = ("mlflow", "tensorboard")
-
 DEFAULT_NOISE_MULTIPLIER = 1.0
 
 

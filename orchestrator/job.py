@@ -27,6 +27,7 @@ import pandas as pd
 from domains import TrainingError, Weights, build_model, default_model, get_weights, val_count
 from domains.shared.eval_spec import EvalSpec
 from domains.shared.plain_model import PlainModel
+from domains.shared.release_files import MODEL_FILE, RELEASE_DIR, RELEASE_JSON
 from domains.shared.spec import HESpec, JobSpec, TrainConfig, balanced_weights, logit_offsets
 from orchestrator import evaluate, release
 from orchestrator.checkpoint import RunDir, RunState
@@ -342,12 +343,12 @@ class FederatedJob:
         """``RUN_DIR/release/``'s card (and, for a plaintext run, its weights): the model as it ran."""
         from orchestrator import model_card
 
-        folder = self.run_dir.path / "release"
-        if release is None and (folder / "release.json").exists():  # a card written again after the release
-            release = json.loads((folder / "release.json").read_text())
+        folder = self.run_dir.path / RELEASE_DIR
+        if release is None and (folder / RELEASE_JSON).exists():  # a card written again after the release
+            release = json.loads((folder / RELEASE_JSON).read_text())
         if result.spec.he is None and result.weights is not None:
             folder.mkdir(parents=True, exist_ok=True)
-            with atomic_writer(folder / "model.npz", mode=0o644) as fh:
+            with atomic_writer(folder / MODEL_FILE, mode=0o644) as fh:
                 np.savez(fh, **result.weights)
         try:
             card = model_card.build_card(self, result, release=release)

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from domains import build_model
+from domains.shared.release_files import CARD_JSON, CARD_MD
+from orchestrator.result import latest_privacy
 from privacy.durable import atomic_write, utc_stamp
 
 if TYPE_CHECKING:
@@ -32,8 +34,6 @@ if TYPE_CHECKING:
     from orchestrator.job import FederatedJob
     from orchestrator.result import FederatedResult
 
-CARD_JSON = "model_card.json"  # the names domains.inference.artifact reads
-CARD_MD = "model_card.md"
 PREPROCESSING = ("decoded as publish decodes it (PNG/JPEG; DICOM with rescale, VOI window and MONOCHROME1 "
                  "inverted; 16-bit stretched from its own min to max), grey/RGB converted (BT.601 luma), "
                  "resized to {size}x{size} px (area down, bilinear up; aspect change over 1.25x refused), "
@@ -127,15 +127,12 @@ def _privacy(spec: Any, privacy: pd.DataFrame, release: dict[str, Any] | None) -
     out.update(noise_multiplier=spec.dp.noise_multiplier, max_grad_norm=spec.dp.max_grad_norm,
                accountant=spec.dp.accountant)
     per_site: dict[str, dict[str, Any]] = {}
-    if not privacy.empty:
-        last = privacy.sort_values("call").groupby("site").tail(1)
-        for _, row in last.iterrows():
-            per_site[str(row["site"])] = {
-                "dataset": spec.dataset, "epsilon": float(row["job_epsilon_spent"]),
-                "delta": float(row["delta"]),
-                "noise_multiplier": float(row["noise_multiplier"]),
-                "dataset_epsilon_spent": float(row["dataset_epsilon_spent"]),
-                "dataset_epsilon_budget": float(row["dataset_epsilon_budget"])}
+    for site, row in latest_privacy(privacy).iterrows():
+        per_site[str(site)] = {
+            "dataset": spec.dataset, "epsilon": float(row["job_epsilon_spent"]), "delta": float(row["delta"]),
+            "noise_multiplier": float(row["noise_multiplier"]),
+            "dataset_epsilon_spent": float(row["dataset_epsilon_spent"]),
+            "dataset_epsilon_budget": float(row["dataset_epsilon_budget"])}
     for site, record in ((release or {}).get("epsilon_per_site") or {}).items():
         per_site.setdefault(site, {}).update({k: v for k, v in record.items() if v is not None})
     out["per_site"] = per_site

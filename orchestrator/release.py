@@ -28,6 +28,7 @@ import pandas as pd
 from domains import Weights, build_model, layout_of, release_function_name, release_source
 from domains.shared.codec import to_wire
 from domains.shared.plain_model import PlainModel, frozen_layout
+from domains.shared.release_files import MODEL_FILE, RELEASE_JSON
 from domains.shared.spec import JobSpec
 from orchestrator.checkpoint import RunDir, RunState
 from orchestrator.errors import NotApproved, ReleaseRequired
@@ -123,8 +124,8 @@ def fetch_release(sites: list[Site], state: RunState, run_dir: RunDir, *,
     artifact = _artifact(state, run_dir, records, payload.get("global_state_hash"))
     out = run_dir.path / "release"
     _save_json(out / "approvals.json", request_records(sites, load_submissions(run_dir)).to_dict("records"))
-    np.savez(out / "model.npz", **weights)
-    _save_json(out / "release.json", artifact)
+    np.savez(out / MODEL_FILE, **weights)
+    _save_json(out / RELEASE_JSON, artifact)
     return weights, artifact
 
 

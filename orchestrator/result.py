@@ -21,6 +21,13 @@ from orchestrator.checkpoint import RunDir
 from orchestrator.errors import ReleaseRequired
 
 
+def latest_privacy(privacy: pd.DataFrame) -> pd.DataFrame:
+    """Each site's last row of ``privacy.csv`` (its ledger as of its last call), indexed by site."""
+    if privacy.empty:
+        return pd.DataFrame()
+    return privacy.sort_values("call").groupby("site").tail(1).set_index("site")
+
+
 def model_with(spec: JobSpec, weights: Weights) -> Any:
     """The job's network holding *weights* (a final, released or checkpointed model)."""
     model = build_model(spec.model, in_channels=spec.in_channels, num_classes=spec.num_classes,
@@ -60,9 +67,9 @@ class FederatedResult:
 
     def epsilon(self) -> pd.DataFrame:
         """ε per site after the run: this job's spend and the dataset's budget, spent and left."""
-        if self.privacy.empty:
-            return pd.DataFrame()
-        last = self.privacy.sort_values("call").groupby("site").tail(1).set_index("site")
+        last = latest_privacy(self.privacy)
+        if last.empty:
+            return last
         return last[["job_epsilon_spent", "dataset_epsilon_spent", "dataset_epsilon_budget",
                      "dataset_epsilon_remaining", "noise_multiplier", "delta"]]
 

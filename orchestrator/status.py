@@ -31,9 +31,12 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 
-from domains import datasite_metadata, parse_metadata, quiet
+from domains import parse_metadata, quiet
+from domains.shared.release_files import MODEL_FILE, RELEASE_DIR
 from orchestrator.checkpoint import RunDir, RunState
 from orchestrator.config import JobConfig, SiteConfig
+from orchestrator.dashboard.health import SiteAddress, probe
+from orchestrator.result import latest_privacy
 from orchestrator.site import Site
 
 COLUMNS = ["site", "reachable", "latency_ms", "cert_days", "medsyft", "pysyft", "dataset", "images",
@@ -63,7 +66,7 @@ class StatusProbe:
             return f"job: not submitted yet ({self.config.run_path} has no state.json)"
         state = run.load_state()
         spec = state.spec
-        if (run.path / "release" / "model.npz").exists():
+        if (run.path / RELEASE_DIR / MODEL_FILE).exists():
             where = "finished; final model in release/"
         elif state.finished:
             where = "finished" + ("; the final model awaits its release" if spec.he is not None else "")
@@ -80,22 +83,20 @@ class StatusProbe:
         row.update(site=site.name, reachable=False, dataset=self.config.dataset)
         row.update(_job_position(site.name, state, history))
         try:
-            tls = site.tls(self.config.base_dir)
-            context = tls.ssl_context() if tls is not None else None
-            started = time.perf_counter()
-            meta = datasite_metadata(site.url, _TIMEOUT_S, context=context)
-            if not meta:
-                row["error"] = f"does not answer at {site.url}"
+            address = SiteAddress.from_config(site, self.config.base_dir)
+            seen = probe(address, timeout=_TIMEOUT_S)  # the dashboard's probe
+            if seen["up"]:
+                row.update(reachable=True, latency_ms=seen["latency_ms"], pysyft=seen["pysyft"])
+                context = address.context()
+                if context is not None:
+                    row["cert_days"] = _cert_days(site.url, context)
+                row["medsyft"] = _versions(site.url, context).get("medsyft", "unknown")
+                connected = self._sites.get(site.name) or Site.connect(site, self.config.base_dir)
+                self._sites[site.name] = connected
+                row.update(_own_view(connected, self.config.dataset, state))
+            else:
+                row["error"] = seen["error"]
                 self._sites.pop(site.name, None)
-                return row
-            row.update(reachable=True, latency_ms=round((time.perf_counter() - started) * 1000, 1),
-                       pysyft=meta.get("syft_version"))
-            if context is not None:
-                row["cert_days"] = _cert_days(site.url, context)
-            row["medsyft"] = _versions(site.url, context).get("medsyft", "unknown")
-            connected = self._sites.get(site.name) or Site.connect(site, self.config.base_dir)
-            self._sites[site.name] = connected
-            row.update(_own_view(connected, self.config.dataset, state))
         except Exception as exc:  # a row that says why, whatever went wrong at that site
             self._sites.pop(site.name, None)
             row["error"] = " ".join(str(exc).split()) or type(exc).__name__
@@ -142,9 +143,10 @@ def _own_view(site: Site, dataset: str, state: RunState | None) -> dict[str, Any
 
 def _ledger(name: str, privacy: pd.DataFrame, row: dict[str, Any]) -> dict[str, Any]:
     """ε as the site reported it at this job's last call there; the public budget before any."""
-    if privacy.empty or name not in set(privacy["site"]):
+    latest = latest_privacy(privacy)
+    if name not in latest.index:
         return {}
-    last = privacy[privacy["site"] == name].sort_values("call").iloc[-1]
+    last = latest.loc[name]
     return {"eps_spent": round(float(last["dataset_epsilon_spent"]), 3),
             "eps_budget": float(last["dataset_epsilon_budget"]),
             "eps_left": round(float(last["dataset_epsilon_remaining"]), 3)}

@@ -21,12 +21,8 @@ from typing import Any
 import numpy as np
 
 from domains.errors import InferenceError
+from domains.shared.release_files import CARD_JSON, MODEL_FILE, RELEASE_JSON
 from domains.shared.spec import JobSpec
-
-MODEL_FILE = "model.npz"
-CARD_JSON = "model_card.json"
-CARD_MD = "model_card.md"
-RELEASE_JSON = "release.json"
 
 
 @dataclass

@@ -16,6 +16,8 @@ orchestrator's room ever being imported by a datasite.
 - :mod:`domains.shared.codec` - the one stored and one wire form of every value kind: plaintext
   models, :class:`privacy.he.EncryptedVector`, :class:`privacy.secagg_messages.SignedPart` and
   :class:`SignedRound` (``encode``/``decode``, ``to_wire``/``from_wire``, ``to_npz``/``from_npz``)
+- :mod:`domains.shared.release_files` - the files of a released model's folder, which the
+  orchestrator writes and a hospital's ``medsyft predict`` reads
 - errors: :class:`CodecError`, :class:`TrainingError`, :class:`TrainConfigError`
 
 Names are imported on first use (:mod:`domains.lazy`), so importing :mod:`domains.shared.errors`

@@ -90,15 +90,11 @@ def _tls_params(query: str) -> dict[str, str]:
 
 def unverified_warning(url: str) -> str | None:
     """A warning when *url* names a database off this host that is reached without a verified TLS."""
-    import ipaddress
+    from domains.site.tls import is_loopback
 
     parts = urlsplit(url)
     host = parts.hostname or ""
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    if loopback or dict(parse_qsl(parts.query)).get("sslmode", "").startswith("verify"):
+    if is_loopback(host) or dict(parse_qsl(parts.query)).get("sslmode", "").startswith("verify"):
         return None
     return (f"WARNING: the database at {host} is reached without a verified TLS connection: unless it is "
             "on a private network (a compose file's), add ?sslmode=verify-full&sslrootcert=CA.crt to --db")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from domains import datasite_metadata
@@ -27,30 +28,38 @@ class SiteAddress:
     client_cert: str | None = None
     client_key: str | None = None
 
+    @classmethod
+    def from_config(cls, site: Any, base_dir: Path) -> SiteAddress:
+        """A job.toml's site (:class:`~orchestrator.config.SiteConfig`), its TLS files made absolute."""
+        tls = site.tls(base_dir)  # ConfigError in one line when a named file does not exist
+        if tls is None:
+            return cls(site.name, site.url)
+        files = (tls.ca_file, tls.cert_file, tls.key_file)
+        return cls(site.name, site.url, *(str(Path(f).resolve()) if f else None for f in files))
+
     def context(self) -> Any:
         from domains.shared.tls import TLSClient, is_https
 
         if not (is_https(self.url) or self.ca_file):
             return None
-        from pathlib import Path
-
         return TLSClient(ca_file=Path(self.ca_file) if self.ca_file else None,
                          cert_file=Path(self.client_cert) if self.client_cert else None,
                          key_file=Path(self.client_key) if self.client_key else None).ssl_context()
 
 
-def probe(site: SiteAddress) -> dict[str, Any]:
-    """One look at *site*: up, its answer time, and its datasite's own name."""
+def probe(site: SiteAddress, *, timeout: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
+    """One look at *site*: up, its answer time and the PySyft version its public metadata names."""
     started = time.perf_counter()
     try:
-        meta = datasite_metadata(site.url, PROBE_TIMEOUT_S, context=site.context())
+        meta = datasite_metadata(site.url, timeout, context=site.context())
     except Exception as exc:  # a TLS file that cannot be read is this site's problem, shown as such
-        return {"site": site.name, "url": site.url, "up": False, "latency_ms": None,
+        return {"site": site.name, "url": site.url, "up": False, "latency_ms": None, "pysyft": None,
                 "checked": time.time(), "error": " ".join(str(exc).split())}
     up = bool(meta and meta.get("name"))
     return {"site": site.name, "url": site.url, "up": up,
             "latency_ms": round((time.perf_counter() - started) * 1000, 1) if up else None,
-            "checked": time.time(), "error": None if up else f"does not answer at {site.url}"}
+            "pysyft": (meta or {}).get("syft_version"), "checked": time.time(),
+            "error": None if up else f"does not answer at {site.url}"}
 
 
 class HealthMonitor:

@@ -116,13 +116,11 @@ def _check_port(port: int) -> int:
         return int(probe.getsockname()[1])
 
 
+def serve_job(config: Any, run_dir: Path, port: int) -> Server:
+    """The dashboard of a job.toml's run, started in the background (``train``/``demo --dashboard``)."""
+    return Server(Dashboard(run_dir, addresses_from_config(config)), port).start()
+
+
 def addresses_from_config(config: Any) -> list[SiteAddress]:
     """The sites of a job.toml, with their TLS files resolved (what ``sites.json`` records)."""
-    out = []
-    for site in config.sites:
-        files = {}
-        for key in ("ca_file", "client_cert", "client_key"):
-            value = getattr(site, key)
-            files[key] = str((config.base_dir / value).expanduser().resolve()) if value else None
-        out.append(SiteAddress(site.name, site.url, **files))
-    return out
+    return [SiteAddress.from_config(site, config.base_dir) for site in config.sites]

@@ -16,7 +16,9 @@ from typing import Any
 
 import pandas as pd
 
+from domains.shared.release_files import MODEL_FILE, RELEASE_DIR
 from orchestrator.checkpoint import RunDir
+from orchestrator.result import latest_privacy
 
 SITES_FILE = "sites.json"  # where each site is and its TLS files, written at submission
 
@@ -43,7 +45,7 @@ def snapshot(run_dir: Path, health: list[dict[str, Any]]) -> dict[str, Any]:
                   "dp": spec.dp is not None, "he": spec.he is not None, "sites": list(spec.sites)}
     out["round"] = {"completed": state.completed_round, "total": spec.rounds}
     out["finished"] = state.finished
-    out["released"] = (run.path / "release" / "model.npz").exists()
+    out["released"] = (run.path / RELEASE_DIR / MODEL_FILE).exists()
     out["state"] = _state(state, out["released"])
     out["approvals"] = _clean(run.load_json("approvals") or [])
     out["release"] = _clean(run.load_json("release/approvals") or [])
@@ -82,11 +84,11 @@ def _wire(history: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def _epsilon(privacy: pd.DataFrame) -> list[dict[str, Any]]:
-    last = privacy.sort_values("call").groupby("site").tail(1).sort_values("site")
-    return [{"site": str(r["site"]), "job_spent": float(r["job_epsilon_spent"]),
+    last = latest_privacy(privacy).sort_index()
+    return [{"site": str(site), "job_spent": float(r["job_epsilon_spent"]),
              "dataset_spent": float(r["dataset_epsilon_spent"]),
              "budget": float(r["dataset_epsilon_budget"]), "remaining": float(r["dataset_epsilon_remaining"]),
-             "delta": float(r["delta"])} for _, r in last.iterrows()]
+             "delta": float(r["delta"])} for site, r in last.iterrows()]
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
