@@ -13,14 +13,13 @@ The rule is checked before any account is looked up, from the e-mail typed and t
 presented alone, so its refusal tells nothing about which accounts exist or whether the password
 was right. Another hospital's certificate cannot sign in as anyone here.
 
-uvicorn does not hand an ASGI app the peer's certificate, so :func:`protocol_class` (the httptools
-protocol uvicorn uses anyway, subclassed) adds its common name to each request's scope, under the
-ASGI TLS extension's ``client_cert_name``.
+uvicorn does not hand an ASGI app the peer's certificate, so the datasite's HTTP protocol
+(:func:`domains.site.http_protocol.protocol_class`) adds its common name to each request's scope,
+under the ASGI TLS extension's ``client_cert_name``.
 """
 
 from __future__ import annotations
 
-import functools
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -36,26 +35,6 @@ def common_name(peercert: Any) -> str | None:
             if key == "commonName":
                 return str(value)
     return None
-
-
-@functools.cache
-def protocol_class() -> type:
-    """:class:`CertificateHttpTools`, made on first use (the CLI never imports uvicorn's protocols)."""
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-    class CertificateHttpTools(HttpToolsProtocol):
-        """uvicorn's httptools protocol, with the client certificate's common name in every scope."""
-
-        def connection_made(self, transport: Any) -> None:
-            super().connection_made(transport)
-            self._medsyft_cert_name = common_name(transport.get_extra_info("peercert"))
-
-        def on_message_begin(self) -> None:
-            super().on_message_begin()
-            extensions = self.scope.setdefault("extensions", {})
-            extensions["tls"] = {"client_cert_name": self._medsyft_cert_name}
-
-    return CertificateHttpTools
 
 
 @dataclass(frozen=True)
@@ -89,7 +68,7 @@ def binding() -> Binding | None:
 
 
 def scope_name(scope: dict[str, Any]) -> str | None:
-    """The certificate name :func:`protocol_class`'s protocol put in an ASGI scope."""
+    """The certificate name the datasite's HTTP protocol put in an ASGI scope."""
     tls = (scope.get("extensions") or {}).get("tls") or {}
     name = tls.get("client_cert_name")
     return str(name) if name else None

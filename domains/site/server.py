@@ -117,8 +117,8 @@ def serve(data_dir: DataDir) -> None:
         port=config.port,
         factory=True,
         log_level="warning",
-        # A client's idle keep-alive connection would otherwise hold a stop for asyncio's TLS
-        # shutdown timeout (30 s): the close_notify a TLS connection waits for never comes.
+        # how long a stop lets a request in flight finish (idle connections are aborted at once,
+        # domains.site.http_protocol)
         timeout_graceful_shutdown=3,
         **tls.uvicorn_options(data_dir, config),
     )

@@ -137,13 +137,14 @@ def uvicorn_options(data_dir: DataDir, config: DatasiteConfig) -> dict[str, Any]
     """The keyword arguments that make uvicorn serve this datasite's TLS (none for plain HTTP)."""
     if not config.tls:
         return {}
-    folder = data_dir.tls_dir
-    options: dict[str, Any] = {"ssl_certfile": str(folder / CERT_FILE), "ssl_keyfile": str(folder / KEY_FILE)}
-    if config.client_auth:
-        from domains.site import client_cert
+    from domains.site.http_protocol import protocol_class
 
-        options |= {"ssl_ca_certs": str(folder / CA_FILE), "ssl_cert_reqs": ssl.CERT_REQUIRED,
-                    "http": client_cert.protocol_class()}  # the certificate's name reaches the login
+    folder = data_dir.tls_dir
+    # the protocol aborts idle TLS connections at a stop, and carries a client certificate's name
+    options: dict[str, Any] = {"ssl_certfile": str(folder / CERT_FILE), "ssl_keyfile": str(folder / KEY_FILE),
+                               "http": protocol_class()}
+    if config.client_auth:
+        options |= {"ssl_ca_certs": str(folder / CA_FILE), "ssl_cert_reqs": ssl.CERT_REQUIRED}
     return options
 
 

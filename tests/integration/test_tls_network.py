@@ -298,3 +298,34 @@ def test_an_expired_certificate_is_named_by_the_scientist_and_refused_at_restart
     again = run_cli("domain", "deploy", "--data-dir", str(data_dir), "--port", str(port), "--detach")
     assert again.code == 2 and again.err.count("\n") == 1 and "expired on" in again.err
     assert (data_dir / "tls" / "server.crt").read_bytes() == (out / "s" / "server.crt").read_bytes()
+
+
+def test_a_stop_drops_an_idle_tls_connection_instead_of_waiting_on_it(tmp_path: Path) -> None:
+    """A client's idle keep-alive connection (a notebook's session) never sends the TLS close_notify
+    that a close waits for; the stop aborts it rather than sitting out the graceful-shutdown timeout."""
+    import http.client
+
+    port = free_port()
+    out = tmp_path / "fed"
+    assert run_cli("federation", "init", "--out", str(out), "--site", f"s=127.0.0.1:{port}",
+                   "--scientist", SCIENTIST).code == 0
+    data_dir = tmp_path / "s"
+    assert run_cli("domain", "deploy", "--data-dir", str(data_dir), "--name", "s", "--port", str(port),
+                   "--kit", str(out / "s"), "--detach").code == 0
+    member = ssl.create_default_context(cafile=str(out / "ca" / "ca.crt"))
+    member.load_cert_chain(out / "scientist" / "client.crt", out / "scientist" / "client.key")
+    idle = http.client.HTTPSConnection("127.0.0.1", port, context=member, timeout=30)
+    try:
+        idle.request("GET", "/api/v2/metadata")
+        response = idle.getresponse()
+        assert response.status == 200 and b'"s"' in response.read()  # kept alive, now idle
+        stopped = run_cli("domain", "stop", "--data-dir", str(data_dir))
+        assert stopped.code == 0, stopped.err
+        log = (data_dir / "datasite.log").read_text()
+        assert "graceful shutdown exceeded" not in log, log
+        with pytest.raises((ConnectionError, ssl.SSLError, http.client.HTTPException, OSError)):
+            idle.request("GET", "/api/v2/metadata")  # the connection is gone, not half-open
+            idle.getresponse()
+    finally:
+        idle.close()
+        run_cli("domain", "stop", "--data-dir", str(data_dir))
