@@ -34,6 +34,7 @@ what an earlier run created there. Any other folder is refused, and nothing in i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import time
@@ -309,6 +310,33 @@ def _apply_recipe(args: argparse.Namespace) -> None:
     args.model = values.get("model", "auto")
 
 
+LAUNCHER_SWITCH = "MEDSYFT_DEMO_LAUNCHER"  # "0": every datasite imports PySyft in its own process
+
+
+def _launcher() -> Any:
+    """One process that imports the datasites' code once and forks the three of them
+    (:mod:`domains.site.launcher`); None with ``MEDSYFT_DEMO_LAUNCHER=0``."""
+    import os
+
+    from domains.site.launcher import Launcher
+
+    return None if os.environ.get(LAUNCHER_SWITCH, "1") == "0" else Launcher()
+
+
+def _import_in_background(modules: tuple[str, ...]) -> None:
+    """Import *modules* in a daemon thread: while the datasites start, this process mostly waits,
+    and publishing would otherwise import PySyft's client first."""
+    import importlib
+    import threading
+
+    def run() -> None:
+        for name in modules:
+            with contextlib.suppress(Exception):  # the step that needs the module imports it again
+                importlib.import_module(name)
+
+    threading.Thread(target=run, name="medsyft-demo-imports", daemon=True).start()
+
+
 def run(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir).resolve()
     from orchestrator.config import ROBUST_STRATEGIES
@@ -322,21 +350,25 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--strategy {args.strategy} needs --no-he: additive encryption can only add the "
                           "hospitals' updates, and a median or a trimmed mean is not a sum")
     _claim_workdir(workdir)  # first: a refused folder costs no imports and changes nothing
+    clock = StepClock()
+    launcher = _launcher()  # now: its imports (one core) overlap this process's own (the other)
+    _import_in_background(("syft", "domains.data.mock", "orchestrator.job"))  # publishing's, meanwhile
 
     from domains import Datasite
     from domains.site.lifecycle import free_ports
     from orchestrator import FederatedJob, load_config
 
-    clock = StepClock()
     dashboard: Any = None
     ports = free_ports(len(HOSPITALS))
     with clock.step("key ceremony"):
         keys = _key_ceremony(workdir, ports)
     print(f"[1/7] deploying {len(HOSPITALS)} datasites on 127.0.0.1, HTTPS with mutual TLS "
           f"(data in {workdir}) ...")
-    with clock.step("deploy the datasites (in parallel)"), ThreadPoolExecutor(len(HOSPITALS)) as pool:
+    with (clock.step("deploy the datasites (in parallel)"), launcher or contextlib.nullcontext(),
+          ThreadPoolExecutor(len(HOSPITALS)) as pool):
         sites = list(pool.map(
-            lambda name, port: Datasite.deploy(workdir / name, name=name, port=port, kit=keys / name),
+            lambda name, port: Datasite.deploy(workdir / name, name=name, port=port, kit=keys / name,
+                                               launcher=launcher),
             HOSPITALS, ports,
         ))
     for site in sites:

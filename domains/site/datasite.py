@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -26,6 +26,9 @@ from domains.site.accounts import add_scientist
 from domains.site.audit import AuditLog
 from domains.site.datadir import AUDIT_FILE, DataDir, DatasiteConfig
 from domains.site.status import StatusReport, status
+
+if TYPE_CHECKING:
+    from domains.site.launcher import Launcher
 
 
 class Datasite:
@@ -50,6 +53,7 @@ class Datasite:
         insecure_http: bool = False,
         db: str | None = None,
         db_password: str | None = None,
+        launcher: Launcher | None = None,
     ) -> Datasite:
         """Start the datasite in the background and return once it answers.
 
@@ -59,6 +63,8 @@ class Datasite:
         start and copied into the data directory after it. *kit* is this hospital's folder of
         ``medsyft federation init``: HTTPS with mutual TLS, and the two key files unless given.
         *db* keeps PySyft's store in PostgreSQL (``postgresql://USER@HOST:PORT/DB``, *db_password*).
+        *launcher* (:class:`domains.site.launcher.Launcher`) forks the datasite from a process that
+        imported PySyft once for every site this host starts.
         """
         site = cls(data_dir)
         if kit is not None:
@@ -71,7 +77,8 @@ class Datasite:
             site_keys.check_deploy(site.data_dir, site_keys_file, name=name, he_key_id=key)
         lifecycle.deploy(site.data_dir, name=name, port=port, host=host, detach=True,
                          timeout=timeout, tls_files=tls_files, insecure_http=insecure_http,
-                         db=None if db is None else database.parse(db), db_password=db_password)
+                         db=None if db is None else database.parse(db), db_password=db_password,
+                         launcher=launcher)
         if he_key_file is not None:
             he_key.install(site.data_dir, he_key_file)
         if site_keys_file is not None:

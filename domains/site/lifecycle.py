@@ -26,6 +26,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import psutil
 
@@ -46,9 +47,24 @@ from domains.site.datadir import (
 from domains.site.server import inherited_environment
 from privacy.durable import atomic_write
 
+if TYPE_CHECKING:
+    from domains.site.launcher import Launcher
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 START_TIMEOUT_S = 120.0
 _START_SLACK_S = 1.0  # psutil derives start times from the boot time, which /proc gives in whole seconds
+
+
+class DatasiteProcess(Protocol):
+    """What deploy needs of a started datasite: ``subprocess.Popen`` or a launcher's child."""
+
+    pid: int
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+    def terminate(self) -> None: ...
+    def kill(self) -> None: ...
 
 
 @dataclass
@@ -188,13 +204,20 @@ def initialize(data_dir: DataDir, *, name: str | None, host: str, port: int) -> 
     return config, True
 
 
-def _spawn(data_dir: DataDir, *, detach: bool) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "domains.site.server", "--data-dir", str(data_dir.path)]
-    env = inherited_environment(dict(os.environ))  # the process reads its secrets from DIR
-    # The datasite must import this checkout's packages even when started from elsewhere.
+def child_environment() -> dict[str, str]:
+    """The environment a datasite process (or a launcher of them) starts with: no secret of the
+    deploying shell (the process reads its own from DIR), and this checkout's packages importable
+    even when started from elsewhere."""
+    env = inherited_environment(dict(os.environ))
     env["PYTHONPATH"] = os.pathsep.join(
         [str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH", "")]
     ).rstrip(os.pathsep)
+    return env
+
+
+def _spawn(data_dir: DataDir, *, detach: bool) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "domains.site.server", "--data-dir", str(data_dir.path)]
+    env = child_environment()
     old_umask = os.umask(0o077)  # the store holds private images: owner-only files
     try:
         if detach:
@@ -216,7 +239,7 @@ def _log_tail(data_dir: DataDir, lines: int = 40) -> str:
         return ""
 
 
-def _wait_healthy(proc: subprocess.Popen[bytes], data_dir: DataDir, url: str, timeout: float) -> None:
+def _wait_healthy(proc: DatasiteProcess, data_dir: DataDir, url: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -255,13 +278,16 @@ def deploy(
     insecure_http: bool = False,
     db: str | None = None,
     db_password: str | None = None,
-) -> tuple[DeployResult, subprocess.Popen[bytes]]:
+    launcher: Launcher | None = None,
+) -> tuple[DeployResult, DatasiteProcess]:
     """Start the datasite for *data_dir*; returns once it answers on its port.
 
     With *tls_files* the datasite serves HTTPS from then on (the files are checked, then copied
     into ``DIR/tls``); without, a datasite that served HTTPS before still does. Plain HTTP on a
     non-loopback *host* is refused unless *insecure_http*. *db* (``postgresql://USER@HOST:PORT/DB``,
-    with *db_password*) keeps PySyft's store in PostgreSQL; the database is logged in to first.
+    with *db_password*) keeps PySyft's store in PostgreSQL; the database is logged in to first. A *launcher*
+    (detached only) forks the datasite from a process that has imported its code already
+    (:mod:`domains.site.launcher`: several sites on one host start faster).
     """
     running = read_pid(data_dir) if data_dir.is_initialized else None
     if running is not None:
@@ -288,7 +314,10 @@ def deploy(
         config.tls, config.client_auth = True, tls_files.ca is not None
     config.insecure_http = not config.tls and not tls.is_loopback(host)
     data_dir.write_config(config)
-    proc = _spawn(data_dir, detach=detach)
+    if launcher is not None and not detach:
+        raise ValueError("a launcher starts detached datasites only")
+    proc: DatasiteProcess = (launcher.spawn(data_dir) if launcher is not None
+                             else _spawn(data_dir, detach=detach))
     _write_pid_file(data_dir, proc.pid)
     try:
         _wait_healthy(proc, data_dir, config.url, timeout)

@@ -65,13 +65,21 @@ def server_environment(data_dir: DataDir) -> dict[str, str]:
     }
 
 
-def serve(data_dir: DataDir) -> None:
-    """Serve until terminated (SIGTERM/SIGINT stop uvicorn cleanly)."""
+def serve(data_dir: DataDir, *, forked: bool = False) -> None:
+    """Serve until terminated (SIGTERM/SIGINT stop uvicorn cleanly).
+
+    *forked*: this process is a child of :mod:`domains.site.launcher`, which imported PySyft
+    before any datasite existed; PySyft's start-up secrets are set where it keeps what it read
+    at import (:func:`adopt_identity`), and never enter ``os.environ``.
+    """
     config = data_dir.read_config()
     if config.db:  # PySyft prints its connection string, password included: never into the log
         from domains.site import database
         database.redact_output(data_dir.db_password())
-    os.environ.update(server_environment(data_dir))
+    environment = server_environment(data_dir)
+    if forked:
+        adopt_identity({name: environment.pop(name) for name in SECRET_VARIABLES}, environment["SERVER_UID"])
+    os.environ.update(environment)
     import tempfile
 
     tempfile.tempdir = None  # re-read TMPDIR
@@ -122,6 +130,21 @@ def serve(data_dir: DataDir) -> None:
         timeout_graceful_shutdown=3,
         **tls.uvicorn_options(data_dir, config),
     )
+
+
+def adopt_identity(secrets: dict[str, str], server_uid: str) -> None:
+    """What ``syft.server`` would have read from the environment at import, set after it was
+    imported: this datasite's signing key, uid and root account (in a launcher's forked child)."""
+    import syft.server.server as syft_server
+
+    syft_server.signing_key_env = secrets["SERVER_PRIVATE_KEY"]
+    syft_server.server_uid_env = server_uid
+    defaults = syft_server.Server.__init__.__kwdefaults__  # bound when PySyft defined the class
+    defaults.update(root_email=secrets["DEFAULT_ROOT_EMAIL"], root_username=secrets["DEFAULT_ROOT_USERNAME"],
+                    root_password=secrets["DEFAULT_ROOT_PASSWORD"])
+    syft_server.default_root_email = secrets["DEFAULT_ROOT_EMAIL"]
+    syft_server.default_root_username = secrets["DEFAULT_ROOT_USERNAME"]
+    syft_server.default_root_password = secrets["DEFAULT_ROOT_PASSWORD"]
 
 
 def consume_secrets(data_dir: DataDir) -> None:
