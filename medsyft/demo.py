@@ -109,11 +109,13 @@ def _write_job(workdir: Path, sites: list[Any], args: argparse.Namespace) -> Pat
     """Scientist accounts on every site, their passwords in 0600 files, and job.toml."""
     secrets = workdir / "scientist"
     secrets.mkdir(mode=0o700, parents=True)
+    with ThreadPoolExecutor(len(sites)) as pool:  # each account is its own datasite's work (bcrypt)
+        passwords = list(pool.map(lambda site: site.add_scientist(SCIENTIST), sites))
     site_tables = []
-    for site in sites:
+    for site, password in zip(sites, passwords, strict=True):
         pw_file = secrets / f"{site.config.name}.txt"
-        pw_file.write_text(site.add_scientist(SCIENTIST) + "\n")
-        pw_file.chmod(0o600)
+        pw_file.touch(mode=0o600)
+        pw_file.write_text(password + "\n")
         site_tables.append(
             f'[[sites]]\nname = "{site.config.name}"\nurl = "{site.url}"\n'
             f'email = "{SCIENTIST}"\npassword_file = "scientist/{pw_file.name}"\n'
@@ -204,15 +206,23 @@ def _review_and_approve(sites: list[Any]) -> None:
     from domains.cli import format_review
     from domains.review.requests import RequestBook
 
-    for site in sites:
+    def one(site: Any) -> str:
+        """One owner's reviews and approvals; the text they read, printed once all are done."""
         book = RequestBook(site.data_dir)
+        text = []
         for row in book.table().itertuples():
             if row.status != "pending":
                 continue
-            print(f"\n===== {site.config.name}: data owner reviews request {row.id[:8]} =====")
-            print(format_review(book.review(row.id)))
+            text.append(f"\n===== {site.config.name}: data owner reviews request {row.id[:8]} =====\n"
+                        + format_review(book.review(row.id)))
             book.approve(row.id)
-            print(f"----- approved by the {site.config.name} data owner (automatic: demo only) -----")
+            text.append(f"----- approved by the {site.config.name} data owner (automatic: demo only) -----")
+        return "\n".join(text)
+
+    with ThreadPoolExecutor(len(sites)) as pool:  # each owner reviews on their own datasite
+        for text in pool.map(one, sites):
+            if text:
+                print(text)
 
 
 def _report_run(fed: Any) -> None:
@@ -352,7 +362,7 @@ def run(args: argparse.Namespace) -> int:
     _claim_workdir(workdir)  # first: a refused folder costs no imports and changes nothing
     clock = StepClock()
     launcher = _launcher()  # now: its imports (one core) overlap this process's own (the other)
-    _import_in_background(("syft", "domains.data.mock", "orchestrator.job"))  # publishing's, meanwhile
+    _import_in_background(("syft", "domains.data.mock", "orchestrator.job", "opacus.validators"))
 
     from domains import Datasite
     from domains.site.lifecycle import free_ports
