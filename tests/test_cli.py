@@ -152,3 +152,29 @@ def test_demo_recipe_fills_in_the_flags_left_at_their_defaults(tmp_path: Path) -
     workdir = tmp_path / "demo"
     result = run_cli("demo", "--recipe", "dp-fastest", "--workdir", str(workdir))
     assert result.code == 2 and "--recipe: unknown recipe 'dp-fastest'" in result.err and not workdir.exists()
+
+
+def test_the_console_command_exits_with_its_code_after_threads_and_atexit_handlers(tmp_path: Path) -> None:
+    """``medsyft`` skips the interpreter's teardown (medsyft.cli.console), not what an exit must do:
+    a running thread finishes, atexit handlers run, output is flushed, and the code is main()'s."""
+    import subprocess
+    import sys
+
+    script = (
+        "import atexit, sys, threading, time\n"
+        "from medsyft import cli\n"
+        "def late():\n"
+        "    time.sleep(0.5)\n"
+        "    print('thread finished')\n"
+        "threading.Thread(target=late).start()\n"
+        "atexit.register(lambda: print('atexit ran'))\n"
+        "print('buffered', end='')\n"
+        f"sys.argv = ['medsyft', 'domain', 'status', '--data-dir', {str(tmp_path / 'none')!r}]\n"
+        "cli.console()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=REPO)
+    assert done.returncode == 2  # main()'s code for a usage error
+    assert done.stdout.startswith("buffered") and "thread finished" in done.stdout
+    assert done.stdout.index("thread finished") < done.stdout.index("atexit ran")
+    assert done.stderr.strip().splitlines()[-1].startswith("medsyft: error:")

@@ -105,8 +105,13 @@ def test_a_scientist_with_the_kit_logs_in_and_sees_the_mock(fed: dict[str, Any])
         del os.environ["MEDSYFT_TEST_TLS_PASSWORD"]
     assert site.server_name == "st-mary" and site.healthy()
     assert site.datasets()["dataset"].tolist() == ["chest-xray"]
+    fetches = []
+    fetch_api = site.client._fetch_api
+    site.client._fetch_api = lambda credentials: fetches.append(1) or fetch_api(credentials)
     images, labels = site.mock("chest-xray")
     assert len(images) == len(labels) == 80
+    assert site.asset("chest-xray", "labels").name == "labels"
+    assert fetches == []  # PySyft's client.datasets[name] would re-fetch the whole API each time
 
 
 def test_status_shows_each_site_as_the_scientist_sees_it_over_mutual_tls(fed: dict[str, Any]) -> None:
