@@ -367,17 +367,39 @@ def record_stop(data_dir: DataDir, pid: int) -> None:
     )
 
 
+def wait_gone(proc: psutil.Process, *, timeout: float) -> bool:
+    """Wait until *proc* has exited; False if it still runs after *timeout* s.
+
+    An exited process whose parent has not reaped it yet (a zombie) counts as gone. psutil's own
+    wait counts it as running: a datasite that a launcher forked and that outlived the launcher
+    waits on the host's init to reap it, which can take seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            proc.wait(timeout=0.05)  # reaps it if it is our own child
+            return True
+        except psutil.TimeoutExpired:
+            pass
+        except psutil.NoSuchProcess:
+            return True
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+
+
 def _terminate(proc: psutil.Process, *, timeout: float) -> None:
     """SIGTERM, and SIGKILL after *timeout* s. psutil signals only the process it identified
     (same pid and start time), and its wait reaps the datasite when it is our own child."""
     try:
         proc.terminate()
-        try:
-            proc.wait(timeout=timeout)
-        except psutil.TimeoutExpired:
+        if not wait_gone(proc, timeout=timeout):
             proc.kill()
-            with contextlib.suppress(psutil.TimeoutExpired):
-                proc.wait(timeout=5.0)
+            wait_gone(proc, timeout=5.0)
     except psutil.NoSuchProcess:
         return  # it exited by itself meanwhile
     except psutil.AccessDenied as exc:

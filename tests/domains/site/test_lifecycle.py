@@ -98,3 +98,24 @@ def test_an_exited_unreaped_datasite_is_not_running(data_dir: DataDir) -> None:
         assert lifecycle.read_pid(data_dir) is None
     finally:
         proc.wait()
+
+
+def test_an_exited_datasite_that_another_process_has_yet_to_reap_counts_as_stopped() -> None:
+    """A launcher-forked datasite that outlived its launcher is reaped by the host's init, in its own
+    time; a stop must not wait on that zombie (psutil's own wait would, until its timeout)."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "import os, time\npid = os.fork()\nif pid == 0:\n    os._exit(0)\n"
+         "print(pid, flush=True)\ntime.sleep(120)\n"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        zombie = psutil.Process(int(parent.stdout.readline()))
+        deadline = time.monotonic() + 30
+        while zombie.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert zombie.status() == psutil.STATUS_ZOMBIE  # exited, and not this process's child
+        with pytest.raises(psutil.TimeoutExpired):
+            zombie.wait(timeout=0.1)
+        assert lifecycle.wait_gone(zombie, timeout=0)
+    finally:
+        parent.kill()
+        parent.wait()
