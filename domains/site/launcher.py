@@ -9,18 +9,21 @@ environment: no secret, no data directory, nothing read from one. Then it forks 
 :meth:`Launcher.spawn`.
 
 Each child is the datasite ``python -m domains.site.server`` would be. It gets its own process,
-session and log, and the same start-up (:func:`domains.site.server.serve`). PySyft's identity and
-root account come from the child's own data directory. They are set as the values PySyft reads at
-import, so no secret passes through ``os.environ`` at all. Two things differ:
+session and log, and the environment that start would have had: the deploying process's at the
+time of the deploy, without its secrets. Its start-up is the same
+(:func:`domains.site.server.serve`). PySyft's identity and root account come from the child's own
+data directory. They are set as the values PySyft reads at import, so no secret passes through
+``os.environ`` at all. Two things differ:
 
 - a child's command line is the launcher's, so its pid file's start time is what identifies it
   (:mod:`domains.site.lifecycle`);
 - a child's parent is the launcher, which reaps it, not the deploying process.
 
 Forked children share the launcher's memory as it was at the fork. It holds imported code only.
-numpy's global generator, the one shared random state the imports made, is re-seeded from the
-OS in every child (Python's ``random`` re-seeds itself at a fork). Keys, UIDs and DP noise come
-from the OS in any case.
+numpy's global generator was seeded from the OS when numpy was imported, so every child re-seeds
+it from the OS; Python's ``random`` re-seeds itself at a fork. Keys, UIDs and DP noise come from
+the OS in any case. The children also share Python's string-hash seed, which only spreads dict
+keys; sites on one host gain nothing from knowing each other's.
 
 ``medsyft demo`` and the benchmarks start their datasites this way. ``medsyft domain deploy``
 starts its one datasite as its own process, as before: a launcher saves nothing for one site.
@@ -123,8 +126,11 @@ class Launcher:
         """Fork the datasite of *data_dir* (initialized, not running); returns once it exists."""
         self.ready(timeout)
         assert self._proc.stdin is not None
+        from domains.site.lifecycle import child_environment
+
+        request = {"data_dir": str(data_dir.path), "env": child_environment()}  # as _spawn would give it
         with self._lock:
-            self._proc.stdin.write((json.dumps({"data_dir": str(data_dir.path)}) + "\n").encode())
+            self._proc.stdin.write((json.dumps(request) + "\n").encode())
             self._proc.stdin.flush()
             reply = self._read(timeout)
         if "pid" not in reply:
@@ -193,10 +199,13 @@ def _reap(*_: Any) -> None:
             pass
 
 
-def _child(data_dir: DataDir) -> NoReturn:
-    """In the forked child: become the datasite of *data_dir* and never return to the launcher."""
+def _child(data_dir: DataDir, environment: dict[str, str]) -> NoReturn:
+    """In the forked child: become the datasite of *data_dir*, with the *environment* the deploying
+    process gave it now (not the launcher's, from when it started), and never return."""
     code = 1
     try:
+        os.environ.clear()
+        os.environ.update(environment)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the datasite waits on its own sandboxes
         os.setsid()
         os.umask(0o077)  # the store holds private images: owner-only files
@@ -234,8 +243,10 @@ def main() -> int:
     out.flush()
     for line in sys.stdin:
         try:
-            data_dir = DataDir(json.loads(line)["data_dir"])
+            request = json.loads(line)
+            data_dir = DataDir(request["data_dir"])
             data_dir.require_initialized()
+            environment = {str(k): str(v) for k, v in request["env"].items()}
         except Exception as exc:  # answered, and the launcher keeps serving
             out.write(json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n")
             out.flush()
@@ -243,7 +254,7 @@ def main() -> int:
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            _child(data_dir)
+            _child(data_dir, environment)
         out.write(json.dumps({"pid": pid}) + "\n")
         out.flush()
     _outlive_children()

@@ -71,6 +71,20 @@ def test_forked_datasites_keep_their_own_identity_and_no_secret(tmp_path: Path) 
         sites[0].stop()
 
 
+def test_a_forked_datasite_runs_with_the_environment_of_its_deploy(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deploying process's environment when it deploys, as for its own process; not the one
+    the launcher started with."""
+    with Launcher() as launcher:
+        launcher.ready()
+        monkeypatch.setenv("MEDSYFT_SYFT_SPEEDUPS", "0")
+        site = Datasite.deploy(tmp_path / "st-jude", name="st-jude", port=free_port(), launcher=launcher)
+    try:
+        assert "medsyft: PySyft speed-ups: none" in site.data_dir.file("datasite.log").read_text()
+    finally:
+        site.stop()
+
+
 def test_a_launcher_refuses_a_directory_that_is_no_datasite(tmp_path: Path) -> None:
     with Launcher() as launcher, pytest.raises(DeployError, match="could not start"):
         launcher.spawn(DataDir(tmp_path / "nothing"))
