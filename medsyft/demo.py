@@ -362,25 +362,25 @@ def run(args: argparse.Namespace) -> int:
     _claim_workdir(workdir)  # first: a refused folder costs no imports and changes nothing
     clock = StepClock()
     launcher = _launcher()  # now: its imports (one core) overlap this process's own (the other)
-    _import_in_background(("syft", "domains.data.mock", "orchestrator.job", "opacus.validators"))
+    with launcher or contextlib.nullcontext():  # closed after the deploys (or a failure before them)
+        _import_in_background(("syft", "domains.data.mock", "orchestrator.job", "opacus.validators"))
 
-    from domains import Datasite
-    from domains.site.lifecycle import free_ports
-    from orchestrator import FederatedJob, load_config
+        from domains import Datasite
+        from domains.site.lifecycle import free_ports
+        from orchestrator import FederatedJob, load_config
 
-    dashboard: Any = None
-    ports = free_ports(len(HOSPITALS))
-    with clock.step("key ceremony"):
-        keys = _key_ceremony(workdir, ports)
-    print(f"[1/7] deploying {len(HOSPITALS)} datasites on 127.0.0.1, HTTPS with mutual TLS "
-          f"(data in {workdir}) ...")
-    with (clock.step("deploy the datasites (in parallel)"), launcher or contextlib.nullcontext(),
-          ThreadPoolExecutor(len(HOSPITALS)) as pool):
-        sites = list(pool.map(
-            lambda name, port: Datasite.deploy(workdir / name, name=name, port=port, kit=keys / name,
-                                               launcher=launcher),
-            HOSPITALS, ports,
-        ))
+        dashboard: Any = None
+        ports = free_ports(len(HOSPITALS))
+        with clock.step("key ceremony"):
+            keys = _key_ceremony(workdir, ports)
+        print(f"[1/7] deploying {len(HOSPITALS)} datasites on 127.0.0.1, HTTPS with mutual TLS "
+              f"(data in {workdir}) ...")
+        with clock.step("deploy the datasites (in parallel)"), ThreadPoolExecutor(len(HOSPITALS)) as pool:
+            sites = list(pool.map(
+                lambda name, port: Datasite.deploy(workdir / name, name=name, port=port, kit=keys / name,
+                                                   launcher=launcher),
+                HOSPITALS, ports,
+            ))
     for site in sites:
         print(f"      {site.config.name:<11} {site.url}")
     try:

@@ -285,10 +285,12 @@ def deploy(
     With *tls_files* the datasite serves HTTPS from then on (the files are checked, then copied
     into ``DIR/tls``); without, a datasite that served HTTPS before still does. Plain HTTP on a
     non-loopback *host* is refused unless *insecure_http*. *db* (``postgresql://USER@HOST:PORT/DB``,
-    with *db_password*) keeps PySyft's store in PostgreSQL; the database is logged in to first. A *launcher*
-    (detached only) forks the datasite from a process that has imported its code already
-    (:mod:`domains.site.launcher`: several sites on one host start faster).
+    with *db_password*) keeps PySyft's store in PostgreSQL; the database is logged in to first.
+    A *launcher* (detached only) forks the datasite from a process that has imported its code
+    already (:mod:`domains.site.launcher`: several sites on one host start faster).
     """
+    if launcher is not None and not detach:
+        raise ValueError("a launcher starts detached datasites only")
     running = read_pid(data_dir) if data_dir.is_initialized else None
     if running is not None:
         url = data_dir.read_config().url
@@ -314,8 +316,6 @@ def deploy(
         config.tls, config.client_auth = True, tls_files.ca is not None
     config.insecure_http = not config.tls and not tls.is_loopback(host)
     data_dir.write_config(config)
-    if launcher is not None and not detach:
-        raise ValueError("a launcher starts detached datasites only")
     proc: DatasiteProcess = (launcher.spawn(data_dir) if launcher is not None
                              else _spawn(data_dir, detach=detach))
     _write_pid_file(data_dir, proc.pid)
