@@ -45,7 +45,8 @@ from privacy.accounting import DPConfig, noise_multiplier_for
 
 DEFAULTS: dict[str, Any] = {"optimizer": "adam", "lr": 0.01, "batch": 64, "rounds": 8, "epochs": 2,
                             "loss": "cross-entropy", "tau": 1.0, "class_weights": "none", "clip": 1.0,
-                            "model": "small-cnn", "augment": "none", "schedule": "constant"}
+                            "model": "small-cnn", "augment": "none", "schedule": "constant",
+                            "multiplicity": 1}
 RECIPES = [
     {},  # the demo's defaults
     {"optimizer": "sgd", "lr": 0.3, "batch": 128, "rounds": 15, "loss": "logit-adjusted"},
@@ -73,7 +74,8 @@ def run(recipe: dict[str, Any], seed: int, sites: list[tuple[np.ndarray, np.ndar
     offsets = logit_offsets(counts, tau=r["tau"]) if r["loss"] == "logit-adjusted" else ()
     train = TrainConfig(epochs=r["epochs"], batch_size=r["batch"], optimizer=r["optimizer"], lr=r["lr"],
                         seed=seed, class_weights=weights, logit_adjustment=offsets,
-                        augment=r["augment"], lr_schedule=r["schedule"])
+                        augment=r["augment"], lr_schedule=r["schedule"],
+                        augment_multiplicity=r["multiplicity"])
     spec = JobSpec(dataset="d", model=r["model"], in_channels=1, num_classes=2, image_size=28,
                    multi_label=False, rounds=r["rounds"], train=train)
     task = task_for(spec)

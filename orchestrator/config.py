@@ -20,6 +20,7 @@ Example::
     # loss = "logit-adjusted"     # add τ·log(n_k / N) to the logits in training (Menon et al.):
     # logit_tau = 2.0             #   a decision threshold that does not favour the common class
     # augment = "affine"          # a random rotation, scale and shift of every training image
+    # augment_multiplicity = 4    #   with augment: warps per image and step, averaged before clipping
     # lr_schedule = "cosine"      # round r of R trains at lr · (1 + cos(π (r − 1) / R)) / 2
     # trim_fraction = 0.2         # trimmed mean: share cut at each end, per coordinate
     # server_lr = 0.1             # server optimizers: η, β (or β1), β2, τ; Flower's defaults if unset
@@ -230,6 +231,7 @@ class JobConfig:
     loss: str = "cross-entropy"  # "logit-adjusted": τ·log prior offsets from the public class counts
     logit_tau: float = 1.0
     augment: str = "none"  # "affine": a random rotation, scale and shift per image each time it is used
+    augment_multiplicity: int = 1  # with augment: warps per image per step, its gradient their mean
     lr_schedule: str = "constant"  # "cosine": lr falls from lr in round 1 towards 0 in the last
     trim_fraction: float = 0.2
     server_lr: float | None = None  # server optimizers (SERVER_STRATEGIES); None: Flower's default

@@ -170,6 +170,7 @@ class _JobTable(_Table):
     loss: Literal["cross-entropy", "logit-adjusted"] = "cross-entropy"
     logit_tau: float = Field(JobConfig.logit_tau, gt=0)
     augment: Literal["none", "affine"] = "none"
+    augment_multiplicity: int = Field(JobConfig.augment_multiplicity, ge=1, le=32)  # spec.MAX_MULTIPLICITY
     lr_schedule: Literal["constant", "cosine"] = "constant"
     trim_fraction: float = Field(JobConfig.trim_fraction, ge=0, lt=0.5)
     server_lr: float | None = Field(None, gt=0)
@@ -200,6 +201,9 @@ class _JobTable(_Table):
                 wanted = " or ".join(f'"{u}"' for u in users)
                 raise ValueError(f"{key} is {what}: set strategy = {wanted}, or remove it "
                                  f"(strategy is {self.strategy!r})")
+        if self.augment_multiplicity > 1 and self.augment == "none":
+            raise ValueError(f'augment_multiplicity = {self.augment_multiplicity} needs augment = "affine": '
+                             "copies of an image without a warp are the same image")
         return self
 
 

@@ -182,7 +182,8 @@ class FederatedJob:
                                   proximal_mu=c.proximal_mu,
                                   class_weights=self._class_weights(names, metas),
                                   logit_adjustment=self._logit_adjustment(names, metas),
-                                  augment=c.augment, lr_schedule=c.lr_schedule),
+                                  augment=c.augment, augment_multiplicity=c.augment_multiplicity,
+                                  lr_schedule=c.lr_schedule),
             )
         except (TrainingError, PrivacyError) as exc:
             raise ConfigError(str(exc)) from exc

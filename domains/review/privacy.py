@@ -224,6 +224,11 @@ def _augment_and_schedule_lines(spec: JobSpec, rev: PrivacyReview) -> None:
         rev.lines.append("augmentation: every training image is warped by its own random rotation (±10°), "
                          "scale and shift (±10%) each time it is used; each warp depends on that image "
                          "and fresh randomness only, so no ε is spent on it")
+    if t.augment_multiplicity > 1:
+        rev.lines.append(f"augmentation multiplicity {t.augment_multiplicity}: each image is drawn "
+                         f"{t.augment_multiplicity} times per step, and the mean of its gradients is "
+                         "clipped as its one gradient; the ε is the same, training costs "
+                         f"{t.augment_multiplicity}× the compute")
     if t.lr_schedule == "cosine":
         last = t.for_round(spec.rounds, spec.rounds).lr
         rev.lines.append(f"cosine learning-rate schedule: {t.lr:g} in round 1 down to {last:.3g} in round "

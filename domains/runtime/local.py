@@ -254,10 +254,12 @@ def _run_epochs(
         epoch_loss.zero_()
         for idx in torch.randperm(n, generator=shuffle).split(config.batch_size):
             batch = pixels.batch(idx).to(device, non_blocking=True).float().div_(255.0)
-            logits = model(augment_batch(batch, config.augment, warps))
+            k = config.augment_multiplicity
+            logits = model(augment_batch(_copies(batch, k), config.augment, warps))
             if steps == 0:
                 task.check_outputs(logits, labels)
-            loss = loss_fn(logits, targets[idx].to(device, non_blocking=True))
+            # the mean over k warps of every image: the same gradient as under DP before clipping
+            loss = loss_fn(logits, _copies(targets[idx].to(device, non_blocking=True), k))
             optimizer.zero_grad(set_to_none=True)
             (loss if proximal is None else loss + proximal.penalty()).backward()
             optimizer.step()
@@ -281,6 +283,30 @@ def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
             params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
     return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _copies(batch: torch.Tensor, k: int) -> torch.Tensor:
+    """Every row of *batch* *k* times in a row (row i's copies at i·k .. i·k + k − 1)."""
+    return batch if k == 1 else batch.repeat_interleave(k, dim=0)
+
+
+def mean_over_copies(module: nn.Module, k: int) -> None:
+    """Average each parameter's per-sample gradients (Opacus's ``grad_sample``) over the *k*
+    consecutive copies of every image, so that Opacus clips one gradient per image.
+
+    Opacus's per-sample gradient of row j is the gradient of row j's own loss (its hooks undo the
+    batch mean), so the mean over an image's *k* rows is the gradient of that image's mean loss
+    over its *k* warps, a function of that image alone.
+    """
+    def mean(grad_sample: torch.Tensor) -> torch.Tensor:
+        return grad_sample.view(-1, k, *grad_sample.shape[1:]).mean(dim=1)
+
+    for param in module.parameters():
+        grad_sample = getattr(param, "grad_sample", None)
+        if isinstance(grad_sample, list):  # one tensor per accumulated physical batch
+            param.grad_sample = [mean(g) for g in grad_sample]  # type: ignore[attr-defined]
+        elif grad_sample is not None:
+            param.grad_sample = mean(grad_sample)  # type: ignore[attr-defined]
 
 
 def _run_dp_epochs(
@@ -340,7 +366,9 @@ def _dp_loop(private: nn.Module, optimizer: Any, loader: Any, loss_fn: nn.Module
             batch_pixels = cpu_pixels.to(device, non_blocking=True)
             batch_targets = cpu_targets.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
-            logits = private(augment_batch(batch_pixels.float().div_(255.0), config.augment, warps))
+            k = config.augment_multiplicity
+            inputs = _copies(batch_pixels.float().div_(255.0), k)
+            logits = private(augment_batch(inputs, config.augment, warps))
             if len(batch_pixels) == 0:  # Poisson sampling drew no image: the step adds noise only
                 logits.sum().backward()
                 dp_step(optimizer, proximal)
@@ -348,8 +376,10 @@ def _dp_loop(private: nn.Module, optimizer: Any, loader: Any, loss_fn: nn.Module
                 continue
             if seen == 0:
                 task.check_outputs(logits, labels)
-            loss = loss_fn(logits, batch_targets)
+            loss = loss_fn(logits, _copies(batch_targets, k))
             loss.backward()
+            if k > 1:
+                mean_over_copies(private, k)  # one gradient per image, then Opacus clips it
             dp_step(optimizer, proximal)
             epoch_loss += loss.detach() * len(batch_pixels)
             seen += len(batch_pixels)

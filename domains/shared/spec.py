@@ -40,6 +40,7 @@ from privacy.accounting import DPConfig
 
 OPTIMIZERS = ("adam", "sgd")
 AUGMENTATIONS = ("none", "affine")  # domains.runtime.augment
+MAX_MULTIPLICITY = 32  # augmentation multiplicity: warps per image and step (the compute grows as much)
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -74,6 +75,11 @@ class TrainConfig:
             is used; ``"none"`` (the default) trains on the images as they are. Each image's
             warp depends on nothing but fresh randomness, so under DP an image's gradient still
             depends on that image alone.
+        augment_multiplicity: with ``augment``, each image of a batch is drawn this many times,
+            each with its own warp, and its gradient is the mean over them before it is clipped
+            (De et al. 2022, "augmentation multiplicity"). Under DP the clipped gradient is still
+            one per image, so the sensitivity and the ε accounting are as with 1 (the default):
+            only the compute grows, *k*-fold.
         lr_schedule: ``"cosine"``: round ``r`` of ``R`` trains at
             ``lr · (1 + cos(π (r − 1) / R)) / 2`` (:meth:`for_round`), from ``lr`` in round 1
             down towards 0; ``"constant"`` (the default): ``lr`` in every round. Within a round
@@ -92,6 +98,7 @@ class TrainConfig:
     logit_adjustment: tuple[float, ...] = ()
     augment: str = "none"
     lr_schedule: str = "constant"
+    augment_multiplicity: int = 1
 
     def for_round(self, call: int, rounds: int) -> TrainConfig:
         """The configuration round *call* (1..*rounds*) trains with: a new shuffle each round
@@ -156,6 +163,16 @@ class TrainConfig:
             (
                 self.augment in AUGMENTATIONS,
                 f"unknown augment {self.augment!r}; choose one of {list(AUGMENTATIONS)}",
+            ),
+            (
+                _is_int(self.augment_multiplicity) and 1 <= self.augment_multiplicity <= MAX_MULTIPLICITY,
+                f"augment_multiplicity must be an integer in 1..{MAX_MULTIPLICITY} "
+                f"(got {self.augment_multiplicity!r})",
+            ),
+            (
+                self.augment_multiplicity == 1 or self.augment != "none",
+                f"augment_multiplicity {self.augment_multiplicity} needs augment = \"affine\": "
+                "copies of an image without a warp are the same image",
             ),
             (
                 self.lr_schedule in LR_SCHEDULES,

@@ -424,6 +424,22 @@ def test_config_augment_and_lr_schedule_reach_the_training_config(tmp_path: Path
         assert str(err.value) == f"{path} [job]: {message}"
 
 
+def test_config_augment_multiplicity_reaches_the_job_and_needs_a_warp(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, 'dataset = "c"\naugment = "affine"\naugment_multiplicity = 4',
+                               privacy=NO_HE))
+    assert config.augment_multiplicity == 4
+    assert load_config(write(tmp_path, 'dataset = "c"', privacy=NO_HE)).augment_multiplicity == 1
+    for text, message in (("augment_multiplicity = 4",
+                           'augment_multiplicity = 4 needs augment = "affine": copies of an image without a '
+                           "warp are the same image"),
+                          ('augment = "affine"\naugment_multiplicity = 64',
+                           "augment_multiplicity must be in [1, 32] (got 64)")):
+        path = write(tmp_path, f'dataset = "c"\n{text}', privacy=NO_HE)
+        with pytest.raises(ConfigError) as err:
+            load_config(path)
+        assert str(err.value) == f"{path} [job]: {message}"
+
+
 def test_a_named_recipe_fills_in_the_keys_the_file_leaves_out(tmp_path: Path) -> None:
     from orchestrator.recipes import RECIPES
 

@@ -47,3 +47,13 @@ def test_review_refuses_a_job_with_a_bad_mu(data_dir: DataDir) -> None:
     job["train"]["proximal_mu"] = -0.5  # type: ignore[index]
     rev = review_privacy(data_dir, job)
     assert rev.refusals and "proximal_mu must be a finite number >= 0 (got -0.5)" in rev.refusals[0]
+
+
+def test_review_shows_augmentation_multiplicity(data_dir: DataDir) -> None:
+    spec = JobSpec(dataset="chest", model="small-cnn", in_channels=1, num_classes=2, image_size=28,
+                   multi_label=False, rounds=2, sites=("h1", "h2"), job_id="multiplicity1",
+                   train=TrainConfig(augment="affine", augment_multiplicity=4))
+    shown = [line for line in review_privacy(data_dir, spec.to_dict()).lines if "multiplicity" in line]
+    assert shown == ["augmentation multiplicity 4: each image is drawn 4 times per step, and the mean of its "
+                     "gradients is clipped as its one gradient; the ε is the same, training costs 4× the "
+                     "compute"]

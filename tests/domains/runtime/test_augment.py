@@ -4,6 +4,7 @@ cosine schedule reaches the sites' and the baseline's configuration of every rou
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 
@@ -113,3 +114,46 @@ def test_unknown_augment_or_schedule_is_refused(field: str, value: str, message:
     with pytest.raises(TrainConfigError) as err:
         TrainConfig(**{field: value}).validate()  # type: ignore[arg-type]
     assert str(err.value) == message
+
+
+def test_multiplicity_needs_a_warp_and_a_bound() -> None:
+    TrainConfig(augment="affine", augment_multiplicity=4).validate()
+    with pytest.raises(TrainConfigError, match='augment_multiplicity 4 needs augment = "affine"'):
+        TrainConfig(augment_multiplicity=4).validate()
+    with pytest.raises(TrainConfigError, match=r"augment_multiplicity must be an integer in 1\.\.32"):
+        TrainConfig(augment="affine", augment_multiplicity=0).validate()
+
+
+def test_copies_are_averaged_into_one_gradient_per_image_before_clipping() -> None:
+    """Opacus's per-sample gradients over k copies of each image, averaged by mean_over_copies, are
+    each image's gradient of its mean loss over its k copies, computed here without Opacus."""
+    from opacus import GradSampleModule
+
+    from domains.runtime.local import _copies, mean_over_copies
+
+    k, batch = 3, 4
+    model = build_model("small-cnn", in_channels=1, num_classes=2, image_size=28, seed=0)
+    x = _copies(torch.rand(batch, 1, 28, 28), k) + 0.05 * torch.rand(batch * k, 1, 28, 28)  # k "warps"
+    y = _copies(torch.tensor([0, 1, 1, 0]), k)
+    reference = copy.deepcopy(model)  # the same weights, without Opacus's hooks
+    private = GradSampleModule(model)
+    torch.nn.functional.cross_entropy(private(x), y).backward()
+    mean_over_copies(private, k)
+    params = [p for p in model.parameters() if p.requires_grad]
+    plain = [p for p in reference.parameters() if p.requires_grad]
+    for i in range(batch):
+        rows = slice(i * k, (i + 1) * k)
+        expected = torch.autograd.grad(torch.nn.functional.cross_entropy(reference(x[rows]), y[rows]), plain)
+        for param, want in zip(params, expected, strict=True):
+            assert param.grad_sample.shape[0] == batch  # type: ignore[attr-defined]
+            torch.testing.assert_close(param.grad_sample[i], want, rtol=1e-4, atol=1e-6)  # type: ignore[attr-defined]
+    private._close()
+
+
+def test_dp_training_with_multiplicity_spends_what_it_would_without(
+        phantoms: tuple[ImageSet, ImageSet]) -> None:
+    train = phantoms[0].subset(np.arange(300))
+    dp = DPTraining(noise_multiplier=1.0, max_grad_norm=1.0)
+    config = TrainConfig(epochs=1, batch_size=32, augment="affine", augment_multiplicity=3)
+    weights = _train(train, config, dp)
+    assert np.isfinite(weights).all()  # _train checks the history: one clipped gradient per image
