@@ -37,9 +37,10 @@ from typing import Any
 import pandas as pd
 
 
-def _rss_mb(pid: int, *, children: bool = True, field: str = "VmRSS:", source: str = "status") -> float:
+def _rss_mb(pid: int, *, children: bool = True, pss: bool = False) -> float:
     """Resident memory of *pid* and (unless not *children*) all its descendants, in MB; with
-    ``field="Pss:", source="smaps_rollup"`` their proportional set size instead."""
+    *pss* their proportional set size instead."""
+    source, field = ("smaps_rollup", "Pss:") if pss else ("status", "VmRSS:")
     total, todo = 0.0, [pid]
     while todo:
         current = todo.pop()
@@ -106,7 +107,7 @@ def one_size(n: int, root: Path, *, per_site: int, rounds: int, he: bool, launch
         round_s = result.timing["round_s"].tolist()
         pids = [pid for pid in (read_pid(s.data_dir) for s in sites) if pid]
         per_site = [_rss_mb(pid) for pid in pids]
-        pss = sum(_rss_mb(pid, field="Pss:", source="smaps_rollup") for pid in pids)
+        pss = sum(_rss_mb(pid, pss=True) for pid in pids)
         steady = statistics.median(round_s[1:]) if len(round_s) > 1 else round_s[0]
         own = _rss_mb(os.getpid(), children=False)  # the datasites are this process's children
         return {"sites": n, "he": he, "launcher": launcher, "deploy_s": deployed, "startup_s": startup,

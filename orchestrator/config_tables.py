@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from domains.shared.counts import BINS
+from domains.shared.spec import MAX_MULTIPLICITY
 from orchestrator.config import (
     ROBUST_STRATEGIES,
     SERVER_STRATEGIES,
@@ -170,7 +171,7 @@ class _JobTable(_Table):
     loss: Literal["cross-entropy", "logit-adjusted"] = "cross-entropy"
     logit_tau: float = Field(JobConfig.logit_tau, gt=0)
     augment: Literal["none", "affine"] = "none"
-    augment_multiplicity: int = Field(JobConfig.augment_multiplicity, ge=1, le=32)  # spec.MAX_MULTIPLICITY
+    augment_multiplicity: int = Field(JobConfig.augment_multiplicity, ge=1, le=MAX_MULTIPLICITY)
     lr_schedule: Literal["constant", "cosine"] = "constant"
     trim_fraction: float = Field(JobConfig.trim_fraction, ge=0, lt=0.5)
     server_lr: float | None = Field(None, gt=0)

@@ -250,11 +250,11 @@ def _run_epochs(
     shuffle = torch.Generator().manual_seed(config.seed)
     warps = torch.Generator().manual_seed(config.seed + _WARP_SEED_OFFSET)  # apart from the shuffle
     n, steps, epoch_loss = len(pixels), 0, torch.zeros((), dtype=torch.float64, device=device)
+    k = config.augment_multiplicity
     for epoch in range(config.epochs):
         epoch_loss.zero_()
         for idx in torch.randperm(n, generator=shuffle).split(config.batch_size):
             batch = pixels.batch(idx).to(device, non_blocking=True).float().div_(255.0)
-            k = config.augment_multiplicity
             logits = model(augment_batch(_copies(batch, k), config.augment, warps))
             if steps == 0:
                 task.check_outputs(logits, labels)
@@ -359,6 +359,7 @@ def _dp_loop(private: nn.Module, optimizer: Any, loader: Any, loss_fn: nn.Module
     """
     steps = seen = 0
     warps = torch.Generator().manual_seed(secrets.randbits(63))  # like the noise: not from the seed
+    k = config.augment_multiplicity
     for epoch in range(config.epochs):
         epoch_loss.zero_()
         seen = 0
@@ -366,7 +367,6 @@ def _dp_loop(private: nn.Module, optimizer: Any, loader: Any, loss_fn: nn.Module
             batch_pixels = cpu_pixels.to(device, non_blocking=True)
             batch_targets = cpu_targets.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
-            k = config.augment_multiplicity
             inputs = _copies(batch_pixels.float().div_(255.0), k)
             logits = private(augment_batch(inputs, config.augment, warps))
             if len(batch_pixels) == 0:  # Poisson sampling drew no image: the step adds noise only

@@ -48,6 +48,7 @@ import psutil
 
 from domains.errors import DeployError
 from domains.site.datadir import LOG_FILE, DataDir
+from domains.site.lifecycle import child_environment
 
 # What a datasite imports before it serves (domains.site.server.serve) and for its first call
 # (domains.runtime.warm.MODULES, added when warming is on).
@@ -101,8 +102,6 @@ class Launcher:
     """
 
     def __init__(self) -> None:
-        from domains.site.lifecycle import child_environment
-
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "domains.site.launcher"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             env=child_environment(), start_new_session=True,
@@ -126,8 +125,6 @@ class Launcher:
         """Fork the datasite of *data_dir* (initialized, not running); returns once it exists."""
         self.ready(timeout)
         assert self._proc.stdin is not None
-        from domains.site.lifecycle import child_environment
-
         request = {"data_dir": str(data_dir.path), "env": child_environment()}  # as _spawn would give it
         with self._lock:
             self._proc.stdin.write((json.dumps(request) + "\n").encode())
