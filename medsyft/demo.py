@@ -333,20 +333,6 @@ def _launcher() -> Any:
     return None if os.environ.get(LAUNCHER_SWITCH, "1") == "0" else Launcher()
 
 
-def _import_in_background(modules: tuple[str, ...]) -> None:
-    """Import *modules* in a daemon thread: while the datasites start, this process mostly waits,
-    and publishing would otherwise import PySyft's client first."""
-    import importlib
-    import threading
-
-    def run() -> None:
-        for name in modules:
-            with contextlib.suppress(Exception):  # the step that needs the module imports it again
-                importlib.import_module(name)
-
-    threading.Thread(target=run, name="medsyft-demo-imports", daemon=True).start()
-
-
 def run(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir).resolve()
     from orchestrator.config import ROBUST_STRATEGIES
@@ -363,8 +349,6 @@ def run(args: argparse.Namespace) -> int:
     clock = StepClock()
     launcher = _launcher()  # now: its imports (one core) overlap this process's own (the other)
     with launcher or contextlib.nullcontext():  # closed after the deploys (or a failure before them)
-        _import_in_background(("syft", "domains.data.mock", "orchestrator.job", "opacus.validators"))
-
         from domains import Datasite
         from domains.site.lifecycle import free_ports
         from orchestrator import FederatedJob, load_config
