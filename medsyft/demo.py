@@ -333,6 +333,29 @@ def _launcher() -> Any:
     return None if os.environ.get(LAUNCHER_SWITCH, "1") == "0" else Launcher()
 
 
+# What the later steps would import lazily, in their threads: PySyft's client and the mock's phantom
+# texture (MONAI) when publishing, Opacus' validators when the orchestrator builds the global model.
+PREIMPORTS = ("syft", "domains.data.publish", "monai.transforms.intensity.array", "opacus.validators",
+              "orchestrator.job")
+
+
+def _preimport() -> None:
+    """Import :data:`PREIMPORTS` in this thread, while no other thread of this process runs.
+
+    The launcher imports the datasites' code meanwhile, on one core; this fills the other, which
+    would otherwise wait. A thread must not do it: imports in two threads at once can meet a
+    half-initialized module (a background import that overlapped the publishing threads once failed
+    on MONAI that way), and three publishing threads would each import MONAI too.
+    """
+    import importlib
+
+    for name in PREIMPORTS:
+        importlib.import_module(name)
+    from domains.runtime.warm import freeze_heap
+
+    freeze_heap()  # full collections during the rounds never walk these modules again
+
+
 def run(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir).resolve()
     from orchestrator.config import ROBUST_STRATEGIES
@@ -357,6 +380,8 @@ def run(args: argparse.Namespace) -> int:
         ports = free_ports(len(HOSPITALS))
         with clock.step("key ceremony"):
             keys = _key_ceremony(workdir, ports)
+        with clock.step("import the client (while the launcher imports)"):
+            _preimport()
         print(f"[1/7] deploying {len(HOSPITALS)} datasites on 127.0.0.1, HTTPS with mutual TLS "
               f"(data in {workdir}) ...")
         with clock.step("deploy the datasites (in parallel)"), ThreadPoolExecutor(len(HOSPITALS)) as pool:

@@ -39,6 +39,7 @@ from orchestrator.config import EvaluationConfig
 from orchestrator.errors import ConfigError, NotApproved, ReleaseRequired
 from orchestrator.site import Site, quiet
 from orchestrator.submit import Submission, approval_table, load_submitted
+from orchestrator.syft_api import add_code_endpoint
 from orchestrator.transport import call_site
 
 FOLDER = "evaluation"
@@ -146,6 +147,8 @@ def submit_evaluation(sites: list[Site], ev: EvalSpec, run_dir: RunDir) -> list[
             request = site.client.code.request_code_execution(code)
         if not hasattr(request, "id"):
             raise NotApproved(f"site '{site.name}' refused the evaluation request: {request}")
+        with quiet():  # callable here without fetching the whole API again
+            add_code_endpoint(site.client, request, code)
         submissions.append(Submission(site.name, str(request.id), function))
     _save_json(folder / "requests.json",
                {"evaluation": ev.to_dict(), "requests": [asdict(s) for s in submissions]})

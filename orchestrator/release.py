@@ -35,6 +35,7 @@ from orchestrator.errors import NotApproved, ReleaseRequired
 from orchestrator.secure import SecureAggregation, SignedRound
 from orchestrator.site import Site, quiet
 from orchestrator.submit import Submission, approval_table, load_submitted, request_records
+from orchestrator.syft_api import add_code_endpoint
 from orchestrator.transport import call_site
 from privacy.durable import utc_stamp
 from privacy.he import EncryptedVector, unmask_release
@@ -76,6 +77,8 @@ def _request_release(index: int, site: Site, *, spec: JobSpec, path: Path) -> Su
         request = site.client.code.request_code_execution(function)
     if not hasattr(request, "id"):
         raise NotApproved(f"site '{site.name}' refused the release request: {request}")
+    with quiet():  # callable here without fetching the whole API again
+        add_code_endpoint(site.client, request, function)
     return Submission(site.name, str(request.id), release_function_name(spec.job_id))
 
 

@@ -25,6 +25,7 @@ from domains import job_source
 from domains.shared.spec import JobSpec
 from orchestrator.errors import NotApproved
 from orchestrator.site import Site, quiet
+from orchestrator.syft_api import add_code_endpoint
 
 
 @dataclass
@@ -64,8 +65,8 @@ def _submit_one(site: Site, spec: JobSpec, path: Path) -> Submission:
         request = site.client.code.request_code_execution(function)
     if not hasattr(request, "id"):
         raise NotApproved(f"site '{site.name}' refused the submission: {request}")
-    with quiet():  # the function joins this client's API now, while the other sites still submit,
-        getattr(site.client.code, spec.function_name, None)  # not in round 1 (a whole API fetch)
+    with quiet():  # the function joins this client's API now, without fetching the whole API again
+        add_code_endpoint(site.client, request, function)
     return Submission(site.name, str(request.id), spec.function_name)
 
 

@@ -13,6 +13,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -58,12 +59,39 @@ def noise_generator(device: torch.device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(secrets.randbits(63))
 
 
+CHANNELS_LAST_ATTR = "_medsyft_channels_last"
+"""Set (True) on a network by :func:`domains.runtime.models.build_model` when its registry entry
+asks for channels-last convolutions on the CPU."""
+CHANNELS_LAST_ENV = "MEDSYFT_CHANNELS_LAST"  # "0": every network keeps PyTorch's default layout
+
+
+def memory_format(model: nn.Module, device: torch.device) -> torch.memory_format:
+    """The layout *model*'s 4-D weights take for a call on *device*.
+
+    Channels-last on the CPU for a network marked with :data:`CHANNELS_LAST_ATTR` (the small CNN:
+    its max-pooling is slow in PyTorch's default layout there), else the default. Measured here on
+    one torch thread: an epoch of plain training 0.76x, evaluation 0.6x; DP-SGD 0.96-0.98x;
+    MONAI's ResNet-18 1.10x, so it is not marked. The weights that travel are the same numbers in
+    either layout, and the model returns to the default layout after the call.
+    """
+    wanted = getattr(model, CHANNELS_LAST_ATTR, False) and device.type == "cpu"
+    if not wanted or os.environ.get(CHANNELS_LAST_ENV, "1") == "0":
+        return torch.contiguous_format
+    return torch.channels_last
+
+
 @contextmanager
 def on_device(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
-    """Move *model* to *device* for the block and back to where it was afterwards, also on error."""
+    """Move *model* to *device*, in its :func:`memory_format`, for the block; afterwards back to
+    where it was and to PyTorch's default layout, also on error."""
     home = next(model.parameters(), torch.empty(0)).device
-    model.to(device)
+    layout = memory_format(model, device)
+    movable = cast(Any, model)  # torch's stubs omit Module.to's memory_format
+    movable.to(device, memory_format=layout)
     try:
         yield model
     finally:
-        model.to(home)
+        if layout == torch.contiguous_format:
+            model.to(home)
+        else:
+            movable.to(home, memory_format=torch.contiguous_format)

@@ -287,6 +287,9 @@ def syft_login(url: str, *, email: str, password: str, tls: TLSClient | None) ->
     """``sy.login`` over *tls* (plain ``sy.login`` for an ``http://`` url with no TLS settings)."""
     import syft as sy
 
+    from domains.shared import syft_client_speedups
+
+    syft_client_speedups.apply()  # once per process: each API signature deserialized once
     if not is_https(url) and tls is None:
         return sy.login(url=url, email=email, password=password)
     from syft.client.client import HTTPConnection

@@ -38,7 +38,8 @@ def require_running(data_dir: DataDir) -> str:
 
 
 _clients: dict[Path, tuple[tuple[Any, ...], Any]] = {}
-_clients_lock = threading.Lock()
+_clients_lock = threading.Lock()  # guards the two dicts, held only to read or change them
+_login_locks: dict[Path, threading.Lock] = {}  # one login at a time per datasite, sites at once
 
 
 def admin_client(data_dir: DataDir) -> Any:
@@ -48,12 +49,16 @@ def admin_client(data_dir: DataDir) -> Any:
     key = (datasite_identity(data_dir), url, creds.email, creds.password)
     path = data_dir.path.resolve()
     with _clients_lock:
-        cached = _clients.get(path)
+        login_lock = _login_locks.setdefault(path, threading.Lock())
+    with login_lock:
+        with _clients_lock:
+            cached = _clients.get(path)
         if cached is not None and cached[0] == key and key[0] is not None:
             return cached[1]
         with quiet():
             client = syft_login(url, email=creds.email, password=creds.password, tls=admin_tls(data_dir))
-        _clients[path] = (key, client)  # replaces a restarted datasite's client
+        with _clients_lock:
+            _clients[path] = (key, client)  # replaces a restarted datasite's client
         return client
 
 

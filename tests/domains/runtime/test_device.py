@@ -78,3 +78,50 @@ def test_evaluation_runs_on_the_site_device_and_leaves_the_model_where_it_was() 
     model = build_model("small-cnn", in_channels=1, num_classes=2, image_size=28)
     result = evaluate_model(model, images, labels)
     assert result.n == 48 and next(model.parameters()).device == torch.device("cpu")
+
+
+def _conv_layouts(model: torch.nn.Module) -> list[bool]:
+    """Whether each 4-D weight is channels-last (and not also contiguous, as one input channel is)."""
+    return [p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+            for p in model.parameters() if p.dim() == 4 and p.shape[1] > 1]
+
+
+@pytest.mark.parametrize("dp", [None, DPTraining(noise_multiplier=1.0, max_grad_norm=1.0)])
+def test_the_small_cnn_trains_channels_last_on_the_cpu_and_returns_in_the_default_layout(
+        monkeypatch: pytest.MonkeyPatch, dp: DPTraining | None) -> None:
+    images, labels = _data()
+    config = TrainConfig(epochs=1, batch_size=16, lr=0.01, seed=3)
+    results, seen = [], []
+    for switch in ("1", "0"):  # MEDSYFT_CHANNELS_LAST=0: PyTorch's default layout throughout
+        monkeypatch.setenv(dev.CHANNELS_LAST_ENV, switch)
+        model = build_model("small-cnn", in_channels=1, num_classes=2, image_size=28)
+        model.register_forward_pre_hook(lambda m, _, s=switch: seen.append((s, all(_conv_layouts(m)))))
+        train_local(model, images, labels, config=config, dp=dp)
+        assert not any(_conv_layouts(model)) and all(p.is_contiguous() for p in model.parameters())
+        results.append(get_weights(model))
+    assert {s for s, cl in seen if cl} == {"1"} and {s for s, cl in seen if not cl} == {"0"}
+    if dp is None:  # the same seeded steps in either layout: the same weights up to float rounding
+        for name in results[0]:
+            np.testing.assert_allclose(results[0][name], results[1][name], rtol=1e-3, atol=1e-4)
+
+
+def test_evaluation_is_the_same_in_either_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    images, labels = _data()
+    model = build_model("small-cnn", in_channels=1, num_classes=2, image_size=28)
+    scores = []
+    for switch in ("1", "0"):
+        monkeypatch.setenv(dev.CHANNELS_LAST_ENV, switch)
+        scores.append(evaluate_model(model, images, labels))
+        assert not any(_conv_layouts(model))
+    assert scores[0].n == scores[1].n and abs(scores[0].loss - scores[1].loss) < 1e-5
+
+
+def test_only_networks_measured_faster_take_channels_last() -> None:
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    small = build_model("small-cnn", in_channels=1, num_classes=2, image_size=28)
+    resnet = build_model("resnet18", in_channels=1, num_classes=2, image_size=28)
+    assert dev.memory_format(small, cpu) == torch.channels_last
+    assert dev.memory_format(small, gpu) == torch.contiguous_format  # not measured on a GPU
+    assert dev.memory_format(resnet, cpu) == torch.contiguous_format  # measured slower so
+    assert "_medsyft_channels_last" not in small.state_dict() and dev.CHANNELS_LAST_ATTR not in str(
+        list(small.state_dict()))
