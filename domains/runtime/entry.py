@@ -55,6 +55,7 @@ from domains.runtime.tasks import Task, task_for
 from domains.runtime.threads import configure_threads
 from domains.runtime.weights import flatten, get_weights, layout_of, load_plain
 from domains.shared import codec
+from domains.shared.counts import wire_form
 from domains.shared.eval_spec import EvalSpec
 from domains.shared.plain_model import MODEL_FORMAT, PlainModel
 from domains.shared.spec import JobSpec
@@ -301,7 +302,7 @@ def run_job(labels: Any, job: dict[str, Any], payload: dict[str, Any]) -> dict[s
         result = calls.run(call, lambda: _compute(spec, call, data, payload, data_dir),
                             skipped=_skipped(payload, call))
         result["site_seconds"] = time.perf_counter() - started
-        return _in_kind(payload, result)
+        return _wire_counts(_in_kind(payload, result))
 
     return _guarded(call_once)
 
@@ -334,9 +335,17 @@ def run_evaluation(labels: Any, evaluation: dict[str, Any], payload: dict[str, A
             return {**result, "dataset": ev.dataset, "model": ev.model, "job_id": ev.job.job_id,
                     "privacy": cross_eval.privacy_report(data_dir, ev), "weights": None}
 
-        return calls.run(1, compute)
+        return _wire_counts(calls.run(1, compute))
 
     return _guarded(evaluate_once)
+
+
+def _wire_counts(result: dict[str, Any]) -> dict[str, Any]:
+    """The result with its metric counts in their wire form (:func:`domains.shared.counts.wire_form`):
+    PySyft serializes the score histograms as one array, not 800 numbers one by one."""
+    if isinstance(result.get("eval"), dict):
+        return {**result, "eval": wire_form(result["eval"])}
+    return result
 
 
 def _in_kind(payload: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:

@@ -40,7 +40,9 @@ class Counts(Protocol):
     def to_dict(self) -> dict[str, Any]: ...
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Self: ...
+    def from_dict(cls, d: dict[str, Any]) -> Self:
+        """Inverse of :meth:`to_dict`, which also reads :func:`wire_form` (lists as arrays)."""
+        ...
 
     def summary(self) -> dict[str, float]: ...
 
@@ -104,6 +106,34 @@ class EvalResult:
             score_histograms=np.asarray(d["score_histograms"], dtype=np.int64),
             multi_label=bool(d.get("multi_label", False)),
         )
+
+
+def wire_form(counts: dict[str, Any]) -> dict[str, Any]:
+    """*counts* (a :meth:`Counts.to_dict`) as a PySyft result carries it: each list of numbers
+    as one numpy array, which :meth:`Counts.from_dict` reads alike.
+
+    PySyft serializes a list item by item; a site's score histograms are 800 ints at two classes,
+    and a result passes PySyft's serializers several times between the approved code and the
+    orchestrator (stored, checked, read back, fetched, answered). One capnp pass over a plaintext
+    round's result (the small CNN's 47k weights included) took 7.0 ms with the lists and 1.4 ms
+    with an array, and the lists added 80 kB to it.
+    JSON files keep :meth:`~Counts.to_dict`'s lists.
+
+    >>> w = wire_form({"n": 3, "score_histograms": [[1, 2], [0, 0]], "multi_label": False})
+    >>> w["score_histograms"].dtype, w["n"]
+    (dtype('int64'), 3)
+    """
+    out: dict[str, Any] = {}
+    for key, value in counts.items():
+        out[key] = value
+        if isinstance(value, list) and value:
+            try:
+                array = np.asarray(value)
+            except ValueError:  # ragged: as it is
+                continue
+            if array.dtype.kind in "iuf":  # not None, text or objects
+                out[key] = array
+    return out
 
 
 def _json_float(x: float) -> float | None:
