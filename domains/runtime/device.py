@@ -65,27 +65,34 @@ asks for channels-last convolutions on the CPU."""
 CHANNELS_LAST_ENV = "MEDSYFT_CHANNELS_LAST"  # "0": every network keeps PyTorch's default layout
 
 
-def memory_format(model: nn.Module, device: torch.device) -> torch.memory_format:
+def memory_format(model: nn.Module, device: torch.device, *, private: bool = False) -> torch.memory_format:
     """The layout *model*'s 4-D weights take for a call on *device*.
 
     Channels-last on the CPU for a network marked with :data:`CHANNELS_LAST_ATTR` (the small CNN:
     its max-pooling is slow in PyTorch's default layout there), else the default. Measured here on
-    one torch thread: an epoch of plain training 0.76x, evaluation 0.6x; DP-SGD 0.96-0.98x;
-    MONAI's ResNet-18 1.10x, so it is not marked. The weights that travel are the same numbers in
-    either layout, and the model returns to the default layout after the call.
+    one torch thread: an epoch of plain training 0.76x, evaluation 0.6x; MONAI's ResNet-18 1.10x,
+    so it is not marked. The weights that travel are the same numbers in either layout, and the
+    model returns to the default layout after the call.
+
+    Never for *private* (DP-SGD) training: Opacus 1.6's per-sample gradients of a convolution
+    whose input is channels-last are wrong. For the small CNN's second and third convolutions,
+    every value was off; each image's row still depended on that image alone, so the clipping
+    bound held, but the model learned from scrambled gradients. A test compares the per-sample
+    gradients of the DP path with autograd's, one image at a time
+    (``tests/domains/runtime/test_device.py``).
     """
-    wanted = getattr(model, CHANNELS_LAST_ATTR, False) and device.type == "cpu"
+    wanted = getattr(model, CHANNELS_LAST_ATTR, False) and device.type == "cpu" and not private
     if not wanted or os.environ.get(CHANNELS_LAST_ENV, "1") == "0":
         return torch.contiguous_format
     return torch.channels_last
 
 
 @contextmanager
-def on_device(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
-    """Move *model* to *device*, in its :func:`memory_format`, for the block; afterwards back to
-    where it was and to PyTorch's default layout, also on error."""
+def on_device(model: nn.Module, device: torch.device, *, private: bool = False) -> Iterator[nn.Module]:
+    """Move *model* to *device*, in its :func:`memory_format` (*private*: for DP-SGD), for the
+    block; afterwards back to where it was and to PyTorch's default layout, also on error."""
     home = next(model.parameters(), torch.empty(0)).device
-    layout = memory_format(model, device)
+    layout = memory_format(model, device, private=private)
     movable = cast(Any, model)  # torch's stubs omit Module.to's memory_format
     movable.to(device, memory_format=layout)
     try:

@@ -216,7 +216,7 @@ def train_local(
     was_training, start = model.training, time.perf_counter()
     model.train()
     try:
-        with torch.random.fork_rng(devices=[]), on_device(model, device):
+        with torch.random.fork_rng(devices=[]), on_device(model, device, private=dp is not None):
             if dp is None:
                 torch.manual_seed(config.seed)  # dropout and other random layers, if any
                 mean_loss, steps = _run_epochs(model, pixels, targets, labels, config, task, device)

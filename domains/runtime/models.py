@@ -34,7 +34,8 @@ def register_model(
 ) -> None:
     """Add ``factory`` under ``name``; replacing an existing entry needs ``force=True``.
 
-    *channels_last*: train and evaluate it with channels-last weights on the CPU
+    *channels_last*: train (without DP: Opacus's per-sample gradients are wrong in that layout)
+    and evaluate it with channels-last weights on the CPU
     (:func:`domains.runtime.device.memory_format`), for networks measured faster so.
 
     Raises:

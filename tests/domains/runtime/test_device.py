@@ -86,9 +86,8 @@ def _conv_layouts(model: torch.nn.Module) -> list[bool]:
             for p in model.parameters() if p.dim() == 4 and p.shape[1] > 1]
 
 
-@pytest.mark.parametrize("dp", [None, DPTraining(noise_multiplier=1.0, max_grad_norm=1.0)])
 def test_the_small_cnn_trains_channels_last_on_the_cpu_and_returns_in_the_default_layout(
-        monkeypatch: pytest.MonkeyPatch, dp: DPTraining | None) -> None:
+        monkeypatch: pytest.MonkeyPatch) -> None:
     images, labels = _data()
     config = TrainConfig(epochs=1, batch_size=16, lr=0.01, seed=3)
     results, seen = [], []
@@ -96,13 +95,74 @@ def test_the_small_cnn_trains_channels_last_on_the_cpu_and_returns_in_the_defaul
         monkeypatch.setenv(dev.CHANNELS_LAST_ENV, switch)
         model = build_model("small-cnn", in_channels=1, num_classes=2, image_size=28)
         model.register_forward_pre_hook(lambda m, _, s=switch: seen.append((s, all(_conv_layouts(m)))))
-        train_local(model, images, labels, config=config, dp=dp)
+        train_local(model, images, labels, config=config)
         assert not any(_conv_layouts(model)) and all(p.is_contiguous() for p in model.parameters())
         results.append(get_weights(model))
     assert {s for s, cl in seen if cl} == {"1"} and {s for s, cl in seen if not cl} == {"0"}
-    if dp is None:  # the same seeded steps in either layout: the same weights up to float rounding
-        for name in results[0]:
-            np.testing.assert_allclose(results[0][name], results[1][name], rtol=1e-3, atol=1e-4)
+    for name in results[0]:  # the same seeded steps in either layout: the same weights up to rounding
+        np.testing.assert_allclose(results[0][name], results[1][name], rtol=1e-3, atol=1e-4)
+
+
+def test_dp_sgd_keeps_the_default_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Opacus's per-sample gradients are wrong for channels-last convolutions (next test)."""
+    monkeypatch.setenv(dev.CHANNELS_LAST_ENV, "1")
+    images, labels = _data()
+    model = build_model("small-cnn", in_channels=1, num_classes=2, image_size=28)
+    seen: list[bool] = []
+    model.register_forward_pre_hook(lambda m, _: seen.append(any(_conv_layouts(m))))
+    train_local(model, images, labels, config=TrainConfig(epochs=1, batch_size=16, lr=0.01, seed=3),
+                dp=DPTraining(noise_multiplier=1.0, max_grad_norm=1.0))
+    assert seen and not any(seen)
+    assert dev.memory_format(model, torch.device("cpu"), private=True) == torch.contiguous_format
+
+
+@pytest.mark.parametrize(("name", "n"), [("small-cnn", 48), ("resnet18", 12)])
+def test_what_dp_sgd_clips_is_each_images_own_gradient(monkeypatch: pytest.MonkeyPatch, name: str,
+                                                       n: int) -> None:
+    """The first DP-SGD step's per-sample gradients, as Opacus is about to clip them inside
+    ``train_local``, against autograd's gradient of each image's loss alone.
+
+    DP-SGD's guarantee and its utility both rest on these rows: a layout or hook that breaks them
+    (channels-last convolutions did, for the small CNN) must fail here.
+    """
+    from opacus.optimizers import DPOptimizer
+
+    monkeypatch.setenv(dev.CHANNELS_LAST_ENV, "1")  # the default a site runs with
+    images, labels = _data()
+    images, labels = images[:n], labels[:n]
+    model = build_model(name, in_channels=1, num_classes=2, image_size=28)
+    captured: dict[str, list[torch.Tensor]] = {}
+    clip = DPOptimizer.clip_and_accumulate
+
+    def capture(self: DPOptimizer) -> None:
+        if not captured and self.params[0].grad_sample is not None and len(self.params[0].grad_sample):
+            captured["rows"] = [p.grad_sample.detach().clone() for p in self.params]
+            captured["weights"] = [p.detach().clone() for p in self.params]
+        clip(self)
+
+    monkeypatch.setattr(DPOptimizer, "clip_and_accumulate", capture)
+    batches: list[torch.Tensor] = []
+    model.register_forward_pre_hook(lambda _, args: batches.append(args[0].detach().clone()))
+    train_local(model, images, labels, config=TrainConfig(epochs=1, batch_size=n // 2, lr=0.01, seed=3),
+                dp=DPTraining(noise_multiplier=1.0, max_grad_norm=1.0))
+    assert captured, "no DP-SGD step with images was seen"
+    batch = next(b for b in batches if len(b))  # the first step's images (Poisson: some may be empty)
+    flat = torch.from_numpy(images.reshape(n, -1).astype(np.float32) / 255.0)
+    rows = torch.cdist(batch.reshape(len(batch), -1).contiguous(), flat).argmin(dim=1)
+
+    exact = build_model(name, in_channels=1, num_classes=2, image_size=28)
+    params = [p for p in exact.parameters() if p.requires_grad]
+    with torch.no_grad():
+        for p, w in zip(params, captured["weights"], strict=True):
+            p.copy_(w)
+    exact.train()
+    for j, row in enumerate(rows.tolist()):
+        exact.zero_grad()
+        target = torch.tensor([int(labels[row])])
+        torch.nn.functional.cross_entropy(exact(batch[j:j + 1].contiguous()), target).backward()
+        for p, got in zip(params, captured["rows"], strict=True):
+            assert p.grad is not None
+            torch.testing.assert_close(got[j], p.grad, rtol=1e-3, atol=1e-5)
 
 
 def test_evaluation_is_the_same_in_either_layout(monkeypatch: pytest.MonkeyPatch) -> None:
