@@ -9,8 +9,10 @@ Usage::
 The datasites' own code without the processes: each of ``--sites`` IID shards (the demo's
 sharding) keeps its DP hold-out (:func:`domains.runtime.noisy_metrics.hash_split`, 20%), trains
 with the job's task (:func:`domains.runtime.tasks.task_for`: the same loss, class weights and
-logit offsets the sites use) under real Opacus at the σ each site derives for a target ε (validation
-releases at σ_eval = 5 included, as the ledger charges them), and the models are averaged by
+logit offsets the sites use) under real Opacus at the σ each site derives for a target ε (the
+validation releases included as the ledger charges them: one per evaluating call at the job's
+σ_eval, the demo's 5 unless a recipe sets ``eval_noise``; ``eval_every`` thins them as the job
+key does), and the models are averaged by
 FedAvg (``"dp": false`` in a recipe trains without DP, for the plaintext goals). HE is left out:
 it changes no number here beyond its fixed-point rounding. Prints one
 row per recipe and seed (σ, exact ACC/AUC on the source's official validation split, which no
@@ -47,7 +49,7 @@ from privacy.accounting import DPConfig, noise_multiplier_for
 DEFAULTS: dict[str, Any] = {"optimizer": "adam", "lr": 0.01, "batch": 64, "rounds": 8, "epochs": 2,
                             "loss": "cross-entropy", "tau": 1.0, "class_weights": "none", "clip": 1.0,
                             "model": "small-cnn", "augment": "none", "schedule": "constant",
-                            "multiplicity": 1}
+                            "multiplicity": 1, "eval_every": 1, "eval_noise": 5.0}
 RECIPES = [
     {},  # the demo's defaults
     {"optimizer": "sgd", "lr": 0.3, "batch": 128, "rounds": 15, "loss": "logit-adjusted"},
@@ -82,9 +84,10 @@ def run(recipe: dict[str, Any], seed: int, sites: list[tuple[np.ndarray, np.ndar
     task = task_for(spec)
     n = min(len(y) for _, y in sites)
     sigma = r.get("sigma") or noise_multiplier_for(  # a recipe's "sigma" fixes σ (its ε is then not 8)
-        DPConfig(target_epsilon=epsilon, delta=1e-5, max_grad_norm=r["clip"]), n_samples=n,
+        DPConfig(target_epsilon=epsilon, delta=1e-5, max_grad_norm=r["clip"],
+                 eval_noise_multiplier=r["eval_noise"]), n_samples=n,
         batch_size=r["batch"], epochs_per_call=r["epochs"], training_calls=r["rounds"],
-        eval_calls=r["rounds"] + 1)
+        eval_calls=r["rounds"] // r["eval_every"] + 1)  # the releases the sites' ledgers charge
     started = time.perf_counter()
     global_weights = get_weights(task.build_model(spec))
     for round_number in range(1, r["rounds"] + 1):

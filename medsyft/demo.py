@@ -136,7 +136,7 @@ def _write_job(workdir: Path, sites: list[Any], args: argparse.Namespace) -> Pat
         + (f'recipe = "{args.recipe}"\n' if args.recipe else "")
         + f"local_epochs = {args.local_epochs}\nbatch_size = {args.batch_size}\n"
         f'optimizer = "{args.optimizer}"\n'
-        f"lr = {args.lr}\nval_fraction = {args.val_fraction}\n"
+        f"lr = {args.lr}\nval_fraction = {args.val_fraction}\neval_every = {args.eval_every}\n"
         f"fraction = 1.0\nmin_sites = 2\nround_timeout = 120\napproval_timeout = 60\n"
         f'strategy = "{args.strategy}"\nclass_weights = "{args.class_weights}"\n'
         f'loss = "{args.loss}"\nlogit_tau = {args.logit_tau}\n'
@@ -301,7 +301,7 @@ def _key_ceremony(workdir: Path, ports: list[int]) -> Path:
 # recipe keys ([job], orchestrator.recipes) -> the demo's flags (their dests); a recipe's "model" is written
 # as the job's model instead of "auto"
 _RECIPE_FLAGS = ("optimizer", "lr", "batch_size", "rounds", "local_epochs", "loss", "logit_tau",
-                 "class_weights", "augment", "lr_schedule")
+                 "class_weights", "augment", "lr_schedule", "eval_every")
 _FLAG_DEFAULTS: dict[str, Any] = {}
 
 
@@ -462,6 +462,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="expected images per step; under DP the Poisson batch's mean (default 64)")
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="share of each site's images held out for validation (default 0.2)")
+    p.add_argument("--eval-every", type=int, default=1,
+                   help="evaluate every k-th round's model, counted back from the final one (always "
+                        "evaluated); under DP each evaluation spends ε, which larger k leaves to "
+                        "training (default 1: every round)")
     p.add_argument("--class-weights", default="none", choices=["none", "balanced"],
                    help="balanced: weigh each class's images by N / (K n_k), from the hospitals' "
                         "published class counts (default none)")

@@ -22,6 +22,8 @@ Example::
     # augment = "affine"          # a random rotation, scale and shift of every training image
     # augment_multiplicity = 4    #   with augment: warps per image and step, averaged before clipping
     # lr_schedule = "cosine"      # round r of R trains at lr · (1 + cos(π (r − 1) / R)) / 2
+    # eval_every = 5              # validate every 5th round's model (and the final): under DP the
+                                  #   releases left out spend no ε, so training may take it
     # trim_fraction = 0.2         # trimmed mean: share cut at each end, per coordinate
     # server_lr = 0.1             # server optimizers: η, β (or β1), β2, τ; Flower's defaults if unset
     # server_momentum = 0.9       #   (under HE a job constant: every site takes the step; fraction = 1)
@@ -222,6 +224,7 @@ class JobConfig:
     round_timeout: float = 300.0
     approval_timeout: float = 600.0
     val_fraction: float = 0.2
+    eval_every: int = 1  # every k-th call evaluates, counted back from the final one (always evaluated)
     seed: int = 0
     run_dir: str = "runs/job"
     strategy: str = "fedavg"

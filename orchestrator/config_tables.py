@@ -162,6 +162,7 @@ class _JobTable(_Table):
     round_timeout: float = Field(JobConfig.round_timeout, gt=0)
     approval_timeout: float = Field(JobConfig.approval_timeout, gt=0)
     val_fraction: float = Field(JobConfig.val_fraction, gt=0, lt=1)
+    eval_every: int = Field(JobConfig.eval_every, ge=1)  # rounds + 1 or more: the final model only
     seed: int = JobConfig.seed
     run_dir: str = JobConfig.run_dir
     strategy: Literal["fedavg", "fedprox", "fedmedian", "trimmed-mean", "fedavgm", "fedadam",

@@ -174,6 +174,7 @@ class FederatedJob:
             return JobSpec(
                 dataset=c.dataset, model=model, in_channels=channels, num_classes=len(names),
                 image_size=size[0], multi_label=multi, rounds=c.rounds, val_fraction=c.val_fraction,
+                eval_every=c.eval_every,
                 split_seed=c.seed, dp=dp, he=he, sites=roster,
                 server=c.server_step() if he is not None else None,  # under HE the sites take the step
                 min_contributions=max(c.min_sites, 2 if he is not None else 1),

@@ -97,8 +97,8 @@ class Federation:
         kind = counts_type(self.state.spec.task)  # the job's task decides what its counts are
         results = []
         for o in outcomes:
-            if o.status != "ok":
-                continue
+            if o.status != "ok" or o.result.get("eval") is None:
+                continue  # a failed call, or one the job does not evaluate at (eval_every)
             counts = kind.from_dict(o.result["eval"])
             results.append(counts)
             self.metric_rows.append({"model_round": model_round, "site": o.site, "n": counts.n,

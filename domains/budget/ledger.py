@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -154,14 +154,19 @@ def _checked_plan(plan: Plan) -> dict[int, list[HistoryEntry]]:
 
 
 def round_plan(
-    *, rounds: int, training: HistoryEntry, evaluation: HistoryEntry
+    *, rounds: int, training: HistoryEntry, evaluation: HistoryEntry,
+    eval_calls: Collection[int] | None = None,
 ) -> dict[int, list[HistoryEntry]]:
     """The plan of an R-round job: calls 1..R evaluate then train, call R+1 evaluates only.
 
-    This is the call layout of :class:`domains.shared.spec.JobSpec`.
+    With *eval_calls* (:attr:`domains.shared.spec.JobSpec.eval_calls`) only those calls
+    evaluate; the others train and release nothing else. This is the call layout of
+    :class:`domains.shared.spec.JobSpec`.
     """
-    plan = {call: [evaluation, training] for call in range(1, rounds + 1)}
-    plan[rounds + 1] = [evaluation]
+    evaluating = set(range(1, rounds + 2)) if eval_calls is None else set(eval_calls)
+    plan = {call: [evaluation, training] if call in evaluating else [training]
+            for call in range(1, rounds + 1)}
+    plan[rounds + 1] = [evaluation] if rounds + 1 in evaluating else []
     return plan
 
 

@@ -261,7 +261,10 @@ def _dp_section(data_dir: DataDir, spec: JobSpec, rev: PrivacyReview) -> None:
         f"{' (derived from target ε=' + str(dp.target_epsilon) + ')' if dp.target_epsilon else ''}, "
         f"clipping C={dp.max_grad_norm}, batch {t.batch_size} of {plan.n_train} training images, "
         f"{t.epochs} epoch(s) x {spec.rounds} round(s)",
-        f"evaluation: {spec.max_calls} noisy metric releases (Gaussian, σ_eval={dp.eval_noise_multiplier})",
+        f"evaluation: {len(spec.eval_calls)} noisy metric releases "
+        f"(Gaussian, σ_eval={dp.eval_noise_multiplier})"
+        + ("" if spec.eval_every == 1 else f" at calls {', '.join(map(str, spec.eval_calls))} only "
+           f"(eval_every {spec.eval_every}); the other calls release none"),
         f"this job alone: ε={numbers['job_epsilon']:.3f} at δ={numbers['delta']:g} (RDP accountant)",
         f"dataset '{spec.dataset}': budget ε={numbers['epsilon_budget']:g}, spent "
         f"ε={numbers['spent_epsilon']:.3f}, committed before this job ε={numbers['epsilon_before']:.3f}, "

@@ -231,7 +231,9 @@ def _on_private_data(spec: JobSpec, task: Task, call: int, data: _SiteData, payl
                      secure: SecureRound | None) -> dict[str, Any]:
     """Evaluate, then train: everything here reads private images (and is charged already)."""
     t0 = time.perf_counter()
-    result: dict[str, Any] = {"step": "evaluate", "call": call, "eval": _evaluate(spec, task, model, data),
+    # only the approved calls evaluate (spec.eval_every): the others release no counts and are charged none
+    counts = _evaluate(spec, task, model, data) if spec.evaluates(call) else None
+    result: dict[str, Any] = {"step": "evaluate", "call": call, "eval": counts,
                               "eval_seconds": time.perf_counter() - t0,
                               "n_train": _public_n_train(spec, data), "weights": None}
     if call <= spec.rounds:
@@ -240,7 +242,8 @@ def _on_private_data(spec: JobSpec, task: Task, call: int, data: _SiteData, payl
         # the memory-mapped store and the split: batches are gathered one at a time
         local = train_local(model, data.images, data.labels, indices=data.train_idx,
                             config=config, dp=dp, task=task)
-        if plan is not None and compact(local.privacy_history) != compact(plan.per_call[call][1:]):
+        # a training call's plan ends with its training entry (after its evaluation, if it evaluates)
+        if plan is not None and compact(local.privacy_history) != compact(plan.per_call[call][-1:]):
             raise TrainingError(  # a bug, never expected: the charge must be what Opacus counted
                 f"Opacus recorded {local.privacy_history} but the ledger charged {plan.per_call[call]}")
         result.update(step="train", train_loss=None if dp else local.mean_loss,

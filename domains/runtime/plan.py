@@ -3,7 +3,8 @@
 A datasite fixes the job's noise here (the configured σ, or the smallest σ that keeps the
 whole job within its target ε) from the approved constants and the size of its own
 training split, and lays out the per-call history the ε ledger reserves and charges:
-calls 1..R evaluate the incoming model and train, call R + 1 only evaluates.
+calls 1..R evaluate the incoming model and train, call R + 1 only evaluates (with
+``eval_every`` > 1 only the approved calls evaluate, and the others are charged training alone).
 Review, approval and the runtime all call :func:`site_plan`, so the ε an owner approves is
 the ε the calls charge.
 """
@@ -63,12 +64,13 @@ def job_plan(spec: JobSpec, *, n_train: int, delta: float) -> JobPlan:
     if key not in _SIGMA:  # a target ε takes a bisection (~0.4 s): once per job and process
         _SIGMA[key] = noise_multiplier_for(dp, n_samples=n_train, batch_size=spec.train.batch_size,
                                            epochs_per_call=spec.train.epochs,
-                                           training_calls=spec.rounds, eval_calls=spec.max_calls)
+                                           training_calls=spec.rounds, eval_calls=len(spec.eval_calls))
     sigma = _SIGMA[key]
     train = training_entry(noise_multiplier=sigma, n_samples=n_train,
                            batch_size=spec.train.batch_size, epochs=spec.train.epochs)
     evaluation = eval_entry(eval_noise_multiplier=dp.eval_noise_multiplier)
-    per_call = budget.round_plan(rounds=spec.rounds, training=train, evaluation=evaluation)
+    per_call = budget.round_plan(rounds=spec.rounds, training=train, evaluation=evaluation,
+                                 eval_calls=spec.eval_calls)
     return JobPlan(spec.dataset, n_train, sigma, delta, per_call)
 
 

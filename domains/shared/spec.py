@@ -10,6 +10,13 @@ call that first evaluates the incoming global model on the site's validation
 split and then trains on its training split; call ``R + 1`` only evaluates the
 final model. So a job of R rounds needs ``R + 1`` calls per datasite.
 
+``eval_every = k`` thins the evaluations: call ``r`` evaluates only when ``R + 1 − r`` is a
+multiple of k, counting back from the final call, which always evaluates (k = 1, the default:
+every call; k ≥ R + 1: the final model only). Under DP every evaluation is a noisy release
+charged to the ledger, so the ε the monitoring does not spend goes to training (a smaller σ for
+the same target ε). Which calls evaluate is fixed at approval with the rest of the spec; the
+orchestrator cannot ask for more.
+
 The roster (``sites``, the datasites' own names) is fixed at approval too, with the minimum
 number of site updates an aggregate must sum (``min_contributions``: never 1 under HE). A
 datasite that is not on the roster refuses the job, and a release needs every site of it.
@@ -268,6 +275,7 @@ class JobSpec:
     min_contributions: int = 0  # 0: the default, 2 under HE and 1 without
     server: ServerStep | None = None  # the sites' server optimizer (HE only)
     task: str = "classification"  # the learning task (domains.runtime.tasks); older specs: classification
+    eval_every: int = 1  # call r evaluates when (R + 1 - r) % eval_every == 0; older specs: every call
 
     def __post_init__(self) -> None:
         if self.task not in COUNTS:
@@ -276,6 +284,9 @@ class JobSpec:
             raise TrainingError(f"rounds must be >= 1 (got {self.rounds})")
         if not 0.0 < self.val_fraction < 1.0:
             raise TrainingError(f"val_fraction must be in (0, 1) (got {self.val_fraction})")
+        if not (_is_int(self.eval_every) and self.eval_every >= 1):
+            raise TrainingError(f"eval_every must be an integer >= 1: 1 evaluates every call, "
+                                f"rounds + 1 or more the final model only (got {self.eval_every!r})")
         self.train.validate()
         if self.dp is not None:
             self.dp.validate()
@@ -323,6 +334,21 @@ class JobSpec:
     def max_calls(self) -> int:
         """Calls one approval allows: R training rounds plus the final evaluation."""
         return self.rounds + 1
+
+    @property
+    def eval_calls(self) -> tuple[int, ...]:
+        """The calls that evaluate, in order: the final one and every ``eval_every``-th before it.
+
+        >>> JobSpec(dataset="d", model="m", in_channels=1, num_classes=2, image_size=28,
+        ...         multi_label=False, rounds=15, eval_every=5).eval_calls
+        (1, 6, 11, 16)
+        """
+        last = self.max_calls
+        return tuple(call for call in range(1, last + 1) if (last - call) % self.eval_every == 0)
+
+    def evaluates(self, call: int) -> bool:
+        """Whether call *call* evaluates the incoming model (and, under DP, releases noisy counts)."""
+        return 1 <= call <= self.max_calls and (self.max_calls - call) % self.eval_every == 0
 
     @property
     def function_name(self) -> str:

@@ -49,8 +49,9 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
 
 def write_config(fed: dict[str, Any], run: str, *, sites: tuple[str, ...] = NAMES,
                  public: Path | None = None, dataset: str = "chest", rounds: int = ROUNDS,
-                 he: bool = True) -> Path:
+                 he: bool = True, eval_every: int = 1) -> Path:
     lines = ["[job]", f'dataset = "{dataset}"', 'model = "small-cnn"', f"rounds = {rounds}",
+             f"eval_every = {eval_every}",
              f"local_epochs = {EPOCHS}", f"batch_size = {BATCH}", "lr = 0.01", "min_sites = 1",
              "round_timeout = 120", "approval_timeout = 30", f'run_dir = "{run}"', "",
              "[privacy]", f"noise_multiplier = {SIGMA}", f"eval_noise_multiplier = {EVAL_SIGMA}",
@@ -121,29 +122,63 @@ def test_encrypted_updates_cost_at_most_4x_float32(trained: dict[str, Any]) -> N
 
 def test_reported_epsilon_equals_opacus_recomputation(trained: dict[str, Any],
                                                       federation: dict[str, Any]) -> None:
+    spec = trained["result"].spec
+    eps = trained["result"].epsilon()
+    for site in federation["sites"]:  # every call releases noisy validation counts once
+        expected = _opacus_epsilon(site, spec, rounds=ROUNDS, releases=ROUNDS + 1)
+        row = eps.loc[site.config.name]
+        assert row["job_epsilon_spent"] == pytest.approx(expected, rel=1e-6)
+        assert row["dataset_epsilon_remaining"] == pytest.approx(10.0 - expected, rel=1e-6)
+        shown = run_cli("domain", "budget", "--data-dir", str(site.data_dir.path))
+        assert shown.code == 0 and f"{expected:.4f}" in shown.out
+
+
+def _opacus_epsilon(site: Any, spec: Any, *, rounds: int, releases: int) -> float:
+    """A job's ε on one site's dataset, recomputed step by step with Opacus's own accountant."""
     from opacus.accountants import RDPAccountant
 
     from domains.data import store
     from domains.runtime.noisy_metrics import hash_split
     from domains.site.datadir import DataDir
 
-    spec = trained["result"].spec
-    eps = trained["result"].epsilon()
-    for site in federation["sites"]:
-        stored = store.load(DataDir(site.data_dir.path), "chest")
-        train, _ = hash_split(stored.images, val_fraction=spec.val_fraction, seed=spec.split_seed)
-        steps_per_epoch = math.ceil(len(train) / BATCH)
-        accountant = RDPAccountant()
-        for _ in range(ROUNDS * EPOCHS * steps_per_epoch):
-            accountant.step(noise_multiplier=SIGMA, sample_rate=1 / steps_per_epoch)
-        for _ in range(ROUNDS + 1):  # every call releases noisy validation counts once
-            accountant.step(noise_multiplier=EVAL_SIGMA, sample_rate=1.0)
-        expected = accountant.get_epsilon(delta=1e-5)
-        row = eps.loc[site.config.name]
-        assert row["job_epsilon_spent"] == pytest.approx(expected, rel=1e-6)
-        assert row["dataset_epsilon_remaining"] == pytest.approx(10.0 - expected, rel=1e-6)
-        shown = run_cli("domain", "budget", "--data-dir", str(site.data_dir.path))
-        assert shown.code == 0 and f"{expected:.4f}" in shown.out
+    stored = store.load(DataDir(site.data_dir.path), "chest")
+    train, _ = hash_split(stored.images, val_fraction=spec.val_fraction, seed=spec.split_seed)
+    steps_per_epoch = math.ceil(len(train) / BATCH)
+    accountant = RDPAccountant()
+    for _ in range(rounds * EPOCHS * steps_per_epoch):
+        accountant.step(noise_multiplier=SIGMA, sample_rate=1 / steps_per_epoch)
+    for _ in range(releases):
+        accountant.step(noise_multiplier=EVAL_SIGMA, sample_rate=1.0)
+    return float(accountant.get_epsilon(delta=1e-5))
+
+
+def test_eval_every_releases_counts_only_at_the_approved_calls(federation: dict[str, Any]) -> None:
+    """The attack: the scientist approved for 2 evaluations passes a spec asking for one every call."""
+    from orchestrator.transport import call_site
+
+    job = new_job(federation, "sparse", sites=("p2", "p3"), rounds=3, he=False, eval_every=2)
+    job.submit()
+    state = job.state()
+    book = RequestBook(federation["sites"][1].data_dir)
+    text = "\n".join(book.review(state.submissions[0].request_id).privacy.lines)
+    assert "evaluation: 2 noisy metric releases" in text and "at calls 2, 4 only (eval_every 2)" in text
+    approve_all(federation["sites"], only=("p2", "p3"))
+    site, fn = job.sites[0], state.submissions[0].function
+    every_call = replace(state.spec, eval_every=1).to_dict()
+    first = call_site(site, fn, site.asset("chest", "labels"), every_call,
+                      {"call": 1, "weights": None, "weight": 0.5})
+    assert first.status == "ok", first.error
+    assert first.result["eval"] is None  # the approved spec decides, not the one the call passes
+    trained_only = _opacus_epsilon(federation["sites"][1], state.spec, rounds=1, releases=0)
+    assert first.result["privacy"]["job_epsilon_spent"] == pytest.approx(trained_only, rel=1e-6)
+    result = job.run(progress=False)  # call 1 at p2 replays; everything else runs
+    assert sorted(set(result.metrics["model_round"])) == [1, 3]  # the models of calls 2 and 4
+    for site in federation["sites"][1:]:
+        expected = _opacus_epsilon(site, result.spec, rounds=3, releases=2)
+        spent = result.epsilon().loc[site.config.name]["job_epsilon_spent"]
+        assert spent == pytest.approx(expected, rel=1e-6)
+        assert expected < _opacus_epsilon(site, result.spec, rounds=3, releases=4)
+    assert ledger_calls(federation["root"], "p3", result.spec.job_id) == [1, 2, 3, 4]
 
 
 def test_a_release_naming_fewer_sites_than_the_roster_is_refused(trained: dict[str, Any],

@@ -505,3 +505,13 @@ def test_a_missing_tls_file_names_the_site_and_the_file(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, 'dataset = "c"', sites='[tls]\nca_file = "nope.crt"\n' + SITE))
     with pytest.raises(ConfigError, match=r"site 'a': ca_file .*nope\.crt does not exist"):
         config.sites[0].tls(config.base_dir)
+
+
+def test_config_eval_every_is_read_and_must_be_positive(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, 'dataset = "c"\nrounds = 4\neval_every = 2', privacy=NO_HE))
+    assert config.eval_every == 2
+    assert load_config(write(tmp_path, 'dataset = "c"', privacy=NO_HE)).eval_every == 1
+    path = write(tmp_path, 'dataset = "c"\neval_every = 0', privacy=NO_HE)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path} [job]: eval_every must be")

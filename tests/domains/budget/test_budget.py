@@ -390,3 +390,13 @@ def test_budget_cli_sets_a_budget_for_an_older_dataset(tmp_path: Path) -> None:
     ok = run_cli("domain", "budget", "--data-dir", str(data_dir.path), "--set", "old",
                  "--epsilon-budget", "3")
     assert ok.code == 0 and "ε budget 3 at δ=1.0e-05" in ok.out and "3.0" in ok.out
+
+
+def test_a_thinned_plan_charges_evaluations_only_at_the_approved_calls() -> None:
+    train = training_entry(noise_multiplier=1.0, n_samples=N, batch_size=64, epochs=2)
+    plan = budget.round_plan(rounds=15, training=train, evaluation=EVAL, eval_calls=(1, 6, 11, 16))
+    assert plan[1] == plan[6] == [EVAL, train] and plan[2] == plan[15] == [train] and plan[16] == [EVAL]
+    assert sum(e == EVAL for e in _flat(plan)) == 4
+    full = budget.round_plan(rounds=15, training=train, evaluation=EVAL)
+    assert full == budget.round_plan(rounds=15, training=train, evaluation=EVAL, eval_calls=range(1, 17))
+    assert epsilon(_flat(plan), delta=DELTA) < epsilon(_flat(full), delta=DELTA)

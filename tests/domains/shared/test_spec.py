@@ -71,3 +71,26 @@ def test_logit_adjustment_comes_from_counts_and_is_checked_against_the_job() -> 
         JobSpec(**base, num_classes=3, multi_label=False, train=TrainConfig(logit_adjustment=(-1.0, -0.5)))
     spec = JobSpec(**base, num_classes=2, multi_label=False, train=TrainConfig(logit_adjustment=(-2.3, -0.1)))
     assert JobSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec  # a list after JSON
+
+
+@pytest.mark.parametrize(("every", "calls"), [(1, (1, 2, 3)), (2, (1, 3)), (3, (3,)), (50, (3,))])
+def test_eval_every_counts_back_from_the_final_call(every: int, calls: tuple[int, ...]) -> None:
+    spec = JobSpec(dataset="chest", model="small-cnn", in_channels=1, num_classes=2, image_size=28,
+                   multi_label=False, rounds=2, eval_every=every)
+    assert spec.eval_calls == calls
+    assert [c for c in range(0, 5) if spec.evaluates(c)] == list(calls)  # never outside 1..R+1
+    assert JobSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+def test_a_spec_stored_before_eval_every_evaluates_every_call() -> None:
+    stored = _spec().to_dict()
+    del stored["eval_every"]
+    assert JobSpec.from_dict(stored).eval_calls == (1, 2, 3)
+
+
+@pytest.mark.parametrize("every", [0, -1, 1.5, True])
+def test_a_bad_eval_every_is_refused(every: object) -> None:
+    stored = _spec().to_dict()
+    stored["eval_every"] = every
+    with pytest.raises(TrainingError, match=r"eval_every must be an integer >= 1: 1 evaluates every call"):
+        JobSpec.from_dict(stored)
